@@ -1,0 +1,146 @@
+"""Recipes: YAML onto dataclasses, dotted overrides, and one-line errors naming key and fix."""
+
+import dataclasses
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import ROOT, run_vqt
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vqtoolkit.cli import cli
+from vqtoolkit.config import Component, Recipe, RecipeError, dump_recipe, load_recipe, parse_recipe
+
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_validates(recipe):
+    result = run_vqt("validate", str(recipe.relative_to(ROOT)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(": ok")
+
+
+def test_recipes_exist_for_each_kind():
+    assert {"image_vqvae", "image_vae", "image_ae"} <= {p.stem for p in RECIPES}
+
+
+def test_yaml_maps_onto_dataclasses_with_overrides():
+    recipe = load_recipe(
+        ROOT / "recipes/image_vqvae.yaml",
+        [
+            "train.max_steps=7",
+            "data.path=/data/x",
+            "optim.betas=[0.5, 0.9]",
+            "model.encoder.hidden=32",
+            "train.device=cpu",
+            "train.seed=3",
+            "train.batch_size=5",
+            "train.out_dir=runs/x",
+        ],
+    )
+    assert isinstance(recipe, Recipe)
+    assert (recipe.train.max_steps, recipe.train.batch_size, recipe.train.seed) == (7, 5, 3)
+    assert (recipe.train.device, recipe.train.out_dir, recipe.data.path) == ("cpu", "runs/x", "/data/x")
+    assert recipe.optim.betas == (0.5, 0.9)
+    assert recipe.model.encoder == Component("vqvae2d", {"hidden": 32, "res_blocks": 2})
+    assert recipe.data.options == {"size": [28, 28], "multiple": 4}
+
+
+def test_resolved_recipe_round_trips():
+    recipe = load_recipe(ROOT / "recipes/image_vae.yaml", ["bottleneck.kl_weight=0.5"])
+    again = parse_recipe(yaml.safe_load(dump_recipe(recipe)))
+    assert again == recipe
+
+
+def test_component_shorthand_and_override_into_it():
+    recipe = parse_recipe({"bottleneck": "gaussian"}, ["bottleneck.kl_weight=2"])
+    assert recipe.bottleneck == Component("gaussian", {"kl_weight": 2})
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_step=3", "train.max_step: unknown key (did you mean 'train.max_steps'?)"),
+        ("trian.seed=1", "trian: unknown key (did you mean 'train'?)"),
+        ("train.max_steps=many", "train.max_steps: expected an integer, got string 'many'"),
+        ("train.max_steps=2.5", "train.max_steps: expected an integer, got number 2.5"),
+        ("train.compile=3", "train.compile: expected true or false, got integer 3"),
+        ("train.precision=fp16", "train.precision: expected one of 'fp32', 'bf16', got string 'fp16'"),
+        ("optim.betas=[0.9]", "optim.betas: expected a list of 2 numbers, got list [0.9]"),
+        (
+            "bottleneck.codebook_sise=8",
+            "bottleneck.codebook_sise: unknown key (did you mean 'bottleneck.codebook_size'?)",
+        ),
+        ("bottleneck.beta=high", "bottleneck.beta: expected a number, got string 'high'"),
+        (
+            "bottleneck.name=gausian",
+            "bottleneck.name: unknown bottleneck 'gausian' (did you mean 'gaussian'?)",
+        ),
+        ("model.encoder.name=vqvae", "model.encoder.name: unknown encoder 'vqvae' (did you mean 'vqvae2d'?)"),
+        ("model.encoder.hiden=8", "model.encoder.hiden: unknown key (did you mean 'model.encoder.hidden'?)"),
+        ("model.loss.name=bcee", "model.loss.name: unknown loss 'bcee' (did you mean 'bce'?)"),
+        ("data.modality=imag", "unknown modality 'imag' (did you mean 'image'?)"),
+        ("data.size=32", "data.size: expected a list of integers, got integer 32"),
+        ("nodots", "override 'nodots': expected dotted.key=value"),
+    ],
+)
+def test_bad_recipes_give_one_clear_line(override, message):
+    result = CliRunner().invoke(cli, ["validate", str(ROOT / "recipes/image_vqvae.yaml"), override])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_errors_in_the_file_give_the_line(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("data:\n  modality: image\ntrain:\n  max_steps: 10\n  batch_szie: 4\n")
+    result = run_vqt("validate", str(recipe))
+    assert result.returncode == 1
+    assert f"{recipe}:5: train.batch_szie: unknown key (did you mean 'train.batch_size'?)" in result.stderr
+    recipe.write_text("data: [unclosed\n")
+    result = run_vqt("validate", str(recipe))
+    assert result.returncode == 1 and "not valid YAML" in result.stderr and "Traceback" not in result.stderr
+    missing = run_vqt("validate", str(tmp_path / "none.yaml"))
+    assert missing.returncode != 0 and "none.yaml" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_debug_shows_the_traceback():
+    result = run_vqt("--debug", "validate", "recipes/image_vqvae.yaml", "train.max_step=1")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def _keys(cls, prefix=""):
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None):
+            yield from _keys(f.type, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    section=st.sampled_from(["train", "optim", "data"]),
+    key=st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12),
+    value=st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=5), st.booleans(), st.none()),
+)
+def test_parser_never_crashes_and_never_accepts_unknown_keys(section, key, value):
+    try:
+        recipe = parse_recipe({section: {key: value}})
+    except RecipeError as exc:
+        assert str(exc).startswith("<recipe>") and "\n" not in str(exc)
+        return
+    if section == "data":  # unknown data keys go to the modality's dataset, checked later
+        assert key in recipe.data.options or hasattr(recipe.data, key)
+    else:
+        assert getattr(getattr(recipe, section), key) == value
+
+
+def test_choosing_another_component_drops_the_old_components_options():
+    path = ROOT / "recipes/image_vqvae.yaml"
+    recipe = load_recipe(path, ["bottleneck.kl_weight=0.5", "bottleneck.name=gaussian"], check=False)
+    assert recipe.bottleneck == Component("gaussian", {"kl_weight": 0.5})
+    same = load_recipe(path, ["bottleneck.name=vq", "bottleneck.codebook_size=16"])
+    assert same.bottleneck.args["beta"] == 0.25 and same.bottleneck.args["codebook_size"] == 16

@@ -1,0 +1,3 @@
+from vqtoolkit.cli import main
+
+main()

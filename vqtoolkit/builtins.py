@@ -1,0 +1,38 @@
+"""The core's own plugin: bottlenecks, losses and the paper's conv encoder/decoder for any rank."""
+
+from vqtoolkit import losses
+from vqtoolkit.hookspecs import hookimpl
+from vqtoolkit.nn.conv import ConvDecoder, ConvEncoder
+from vqtoolkit.nn.gaussian import GaussianBottleneck, IdentityBottleneck
+from vqtoolkit.nn.quantize import ResidualVQ, VectorQuantizer
+
+
+@hookimpl
+def register_bottlenecks(register):
+    register("vq", VectorQuantizer, discrete=True)
+    register("rvq", ResidualVQ, discrete=True)
+    register("gaussian", GaussianBottleneck, discrete=False)
+    register("none", IdentityBottleneck, discrete=False)
+
+
+@hookimpl
+def register_encoders(register):
+    register("conv", ConvEncoder)
+
+
+@hookimpl
+def register_decoders(register):
+    register("conv", ConvDecoder)
+
+
+@hookimpl
+def register_losses(register):
+    register("mse", losses.MSELoss)
+    register("l1", losses.L1Loss)
+    register("l2", losses.HalfL2SumLoss)
+    register("bce", losses.BCESumLoss)
+
+
+@hookimpl
+def register_metrics(register):
+    register("mse", losses.mse_metric, higher_is_better=False)

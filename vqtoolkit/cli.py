@@ -1,0 +1,169 @@
+"""The `vqt` command line: thin click commands over library functions."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from vqtoolkit.errors import VQTError
+
+
+class Group(click.Group):
+    """Turns user mistakes (VQTError, missing files) into one line and exit code 1, unless --debug."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (VQTError, OSError) as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            message = str(exc) if isinstance(exc, VQTError) else _os_error(exc)
+            click.echo(f"error: {message}", err=True)
+            sys.exit(1)
+
+
+def _os_error(exc: OSError) -> str:
+    return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(package_name="vqtoolkit", prog_name="vqt")
+@click.pass_context
+def cli(ctx, debug):
+    """vqtoolkit: VQ-VAE tokenizers for speech, images and video.
+
+    \b
+    Examples:
+      vqt train recipes/image_vqvae.yaml train.max_steps=200
+      vqt validate recipes/speech_vqvae.yaml
+      vqt plugins --all
+    """
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins(show_all, as_json):
+    """List installed plugins and what each registered.
+
+    \b
+    Example:
+      vqt plugins --all --json
+    """
+    from vqtoolkit.plugins import DEFAULT_PLUGINS, failed_plugins, plugin_names, registries
+
+    listing = {name: {} for name in plugin_names(builtins=show_all)}
+    for kind, registry in registries().items():
+        for entry in registry:
+            if entry.plugin in listing:
+                listing[entry.plugin].setdefault(kind, []).append(entry.name)
+    rows = [
+        {"name": name, "builtin": name in DEFAULT_PLUGINS, "registered": registered}
+        for name, registered in listing.items()
+    ]
+    rows += [{"name": name, "error": why} for name, why in failed_plugins.items()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("No third-party plugins installed (vqt plugins --all shows the built-ins).")
+    for row in rows:
+        if "error" in row:
+            click.echo(f"{row['name']}  FAILED: {row['error']}")
+            continue
+        click.echo(row["name"] + ("  (built-in)" if row["builtin"] else ""))
+        for kind, names in row["registered"].items():
+            click.echo(f"  {kind}: {', '.join(names)}")
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+def validate(recipe, overrides):
+    """Check a recipe (and dotted overrides) without building anything.
+
+    \b
+    Example:
+      vqt validate recipes/image_vqvae.yaml train.max_steps=100 bottleneck.codebook_size=256
+    """
+    from vqtoolkit.config import load_recipe
+
+    load_recipe(recipe, list(overrides))
+    click.echo(f"{recipe}: ok")
+
+
+@cli.command()
+@click.argument("recipe", required=False)
+@click.argument("overrides", nargs=-1)
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in RUN_DIR.")
+def train(recipe, overrides, resume_dir):
+    """Train a model from a YAML recipe; dotted overrides change any key.
+
+    Writes config.yaml, model.safetensors, metrics.jsonl, reconstruction pictures and a resumable
+    state to train.out_dir, then evaluates on the held-out split and prints the metrics as JSON.
+
+    \b
+    Examples:
+      vqt train recipes/image_vqvae.yaml
+      vqt train recipes/image_vqvae.yaml train.max_steps=5000 train.out_dir=runs/fmnist
+      vqt train --resume runs/fmnist train.max_steps=8000
+    """
+    from pathlib import Path
+
+    from vqtoolkit.config import load_recipe
+    from vqtoolkit.train.checkpoint import CONFIG_FILE
+    from vqtoolkit.train.loop import Trainer
+
+    overrides = list(overrides)
+    if resume_dir:
+        if recipe:
+            overrides.insert(0, recipe)
+        recipe = Path(resume_dir) / CONFIG_FILE
+        if not recipe.is_file():
+            raise VQTError(f"{resume_dir}: not a vqt run directory (no {CONFIG_FILE})")
+    elif not recipe:
+        raise click.UsageError("give a recipe, e.g. vqt train recipes/image_vqvae.yaml")
+    trainer = Trainer(load_recipe(recipe, overrides), run_dir=resume_dir, resume=bool(resume_dir))
+    results = trainer.fit()
+    click.echo(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.step, **results}, indent=2))
+
+
+@cli.command("eval")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--data", "data_path", help="Evaluate on this data instead of the run's held-out split.")
+@click.option("--batches", default=0, help="Stop after this many batches (0 = all).")
+def eval_command(run_dir, data_path, batches):
+    """Evaluate a trained model on held-out data and print the metrics as JSON.
+
+    \b
+    Example:
+      vqt eval runs/image_vqvae --data /usr/share/fashion-mnist
+    """
+    from vqtoolkit.plugins import registry
+    from vqtoolkit.train.checkpoint import load_model
+    from vqtoolkit.train.data import eval_loader, make_dataset
+    from vqtoolkit.train.evaluate import evaluate
+    from vqtoolkit.train.loop import resolve_device
+
+    device = resolve_device("auto")
+    model, recipe = load_model(run_dir, device)
+    if data_path:
+        recipe.data.eval_path = data_path
+    modality = registry("modalities").get(recipe.data.modality)
+    dataset = make_dataset(recipe, modality, "test")
+    metrics = {name: registry("metrics").get(name) for name in modality.metrics}
+    loader = eval_loader(dataset, recipe.train.batch_size)
+    results = evaluate(model, loader, metrics, device, modality.value_range, batches)
+    click.echo(json.dumps(results, indent=2))
+
+
+def main():
+    from vqtoolkit.plugins import load_plugins, pm
+
+    load_plugins()
+    pm.hook.register_commands(cli=cli)
+    cli(prog_name="vqt")

@@ -1,0 +1,370 @@
+"""Recipes: YAML -> typed dataclasses, dotted overrides, and errors that name the key and the fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from vqtoolkit.errors import VQTError, closest
+
+
+@dataclass
+class Component:
+    """A registered component chosen by name; every other key is a keyword argument of its factory."""
+
+    name: str = ""  # "" = the modality's default
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    modality: str = "image"
+    path: str = ""  # a file, a folder or a dataset file; "" = the small sample that ships with the modality
+    eval_path: str = ""  # held-out data; "" = the held-out split of `path` (its test files, or its last 10%)
+    channels: int = 1  # 1 = grey / mono, 3 = RGB
+    num_workers: int = 0  # DataLoader worker processes
+    options: dict[str, Any] = field(default_factory=dict)  # other keys go to the modality's dataset
+
+
+@dataclass
+class ModelConfig:
+    encoder: Component = field(default_factory=Component)
+    decoder: Component = field(default_factory=Component)
+    loss: Component = field(default_factory=Component)
+    latent_dim: int = 64  # channels of the latent grid = code vector size
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0  # max gradient norm; 0 = off
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = 0
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 32
+    device: str = "auto"  # auto = cuda when present, else cpu
+    out_dir: str = "runs/run"
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast applies on CUDA only
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = False
+    log_every: int = 10
+    eval_every: int = 0  # 0 = only at the end
+    picture_every: int = 200
+    checkpoint_every: int = 200
+    eval_batches: int = 0  # 0 = the whole held-out split
+
+
+@dataclass
+class Recipe:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    bottleneck: Component = field(default_factory=lambda: Component("vq"))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prior: Component | None = None
+
+
+class RecipeError(VQTError):
+    pass
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_recipe(path: str | Path, overrides: list[str] = (), check: bool = True) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read recipe: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+        lines = _key_lines(yaml.compose(text), "") if raw else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections (data, model, train, ...)")
+    recipe = parse_recipe(raw, overrides, source=str(path), lines=lines)
+    if check:
+        check_recipe(recipe, str(path), recipe_lines(lines, overrides))
+    return recipe
+
+
+def recipe_lines(lines: dict[str, int], overrides: list[str]) -> dict[str, int | str]:
+    out: dict[str, int | str] = dict(lines)
+    out.update({o.partition("=")[0]: f"override '{o}'" for o in overrides})
+    return out
+
+
+def parse_recipe(raw: dict, overrides: list[str] = (), source: str = "<recipe>", lines=None) -> Recipe:
+    # Name overrides go first: choosing another component drops the options written for the old one.
+    for override in sorted(overrides, key=lambda o: not o.partition("=")[0].endswith(".name")):
+        _apply_override(raw, override)
+    return _build(Recipe, raw, "", _Where(source, recipe_lines(lines or {}, overrides)))
+
+
+def to_dict(recipe: Recipe) -> dict:
+    """The resolved recipe as plain YAML-able data (components flattened back to name + args)."""
+
+    def convert(value):
+        if isinstance(value, Component):
+            return {"name": value.name, **{k: convert(v) for k, v in value.args.items()}}
+        if dataclasses.is_dataclass(value):
+            out = {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            out.update(out.pop("options", None) or {})
+            return out
+        if isinstance(value, tuple | list):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(recipe)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(to_dict(recipe), sort_keys=False)
+
+
+# ---------------------------------------------------------------- components
+
+
+def option_types(factory: Any) -> tuple[dict[str, Any], bool]:
+    """The recipe options of a factory: its parameters that have defaults, with their annotations.
+
+    Parameters without defaults (in_channels, latent_dim, dim, ...) are supplied by the toolkit.
+    The bool tells whether the factory also takes **kwargs (then any key is accepted).
+    """
+    target = factory.__init__ if isinstance(factory, type) else factory
+    signature = inspect.signature(target)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to unchecked
+        hints = {}
+    options, open_ended = {}, False
+    for param in signature.parameters.values():
+        if param.kind is param.VAR_KEYWORD:
+            open_ended = True
+        elif param.default is not param.empty and param.name != "self":
+            options[param.name] = hints.get(param.name, Any)
+    return options, open_ended
+
+
+def check_options(factory: Any, options: dict[str, Any], key: str, where: _Where | None = None) -> None:
+    where = where or _Where("recipe", {})
+    allowed, open_ended = option_types(factory)
+    for name, value in options.items():
+        dotted = f"{key}.{name}"
+        if name not in allowed:
+            if not open_ended:
+                raise where.error(dotted, f"unknown key{closest(name, allowed, prefix=key + '.')}")
+        elif not check_type(value, allowed[name]):
+            raise where.error(dotted, f"expected {_describe(allowed[name])}, got {_show(value)}")
+
+
+def check_recipe(recipe: Recipe, source: str = "recipe", lines: dict[str, int | str] | None = None) -> None:
+    """Check component names and their options against the installed plugins, building nothing."""
+    from vqtoolkit.plugins import registry
+
+    where = _Where(source, lines or {})
+    try:
+        modality = registry("modalities").entry(recipe.data.modality, "data.modality").factory
+    except VQTError as exc:
+        raise RecipeError(f"{source}: {exc}") from None
+    check_options(modality.dataset, recipe.data.options, "data", where)
+    parts = [
+        ("encoders", recipe.model.encoder, "model.encoder", modality.encoder),
+        ("decoders", recipe.model.decoder, "model.decoder", modality.decoder),
+        ("losses", recipe.model.loss, "model.loss", modality.loss),
+        ("bottlenecks", recipe.bottleneck, "bottleneck", ""),
+    ]
+    if recipe.prior is not None:
+        parts.append(("priors", recipe.prior, "prior", ""))
+    for kind, component, key, default in parts:
+        name = component.name or default
+        if not name:
+            raise where.error(f"{key}.name", "no component named")
+        try:
+            factory = registry(kind).get(name, f"{key}.name")
+        except VQTError as exc:
+            raise where.error(f"{key}.name", str(exc).split(": ", 1)[1]) from None
+        check_options(factory, component.args, key, where)
+
+
+def instantiate(kind: str, component: Component, key: str, default: str = "", /, *args, **host_args):
+    """Build a registered component: host-supplied arguments plus the recipe's options."""
+    from vqtoolkit.plugins import registry
+
+    name = component.name or default
+    factory = registry(kind).get(name, f"{key}.name")
+    check_options(factory, component.args, key)
+    return factory(*args, **host_args, **component.args)
+
+
+# ---------------------------------------------------------------- internals
+
+
+@dataclass
+class _Where:
+    source: str
+    lines: dict[str, int | str]  # dotted key -> line number, or the override that set it
+
+    def error(self, key: str, message: str) -> RecipeError:
+        line = self.lines.get(key) or self.lines.get(key.rsplit(".", 1)[0])
+        place = (
+            f"{self.source}, {line}"
+            if isinstance(line, str)
+            else f"{self.source}:{line}"
+            if line
+            else self.source
+        )
+        return RecipeError(f"{place}: {key}: {message}")
+
+
+def _key_lines(node, prefix: str) -> dict[str, int]:
+    out = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            out[key] = key_node.start_mark.line + 1
+            out.update(_key_lines(value_node, key + "."))
+    return out
+
+
+def _apply_override(raw: dict, override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override '{override}': expected dotted.key=value, e.g. train.max_steps=100")
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    *parents, last = key.split(".")
+    for part in parents:
+        child = node.get(part)
+        if isinstance(child, str):  # `encoder: conv` shorthand becomes a mapping
+            child = {"name": child}
+        elif not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    if last == "name" and parents and node.get("name") != value:
+        node.clear()
+    node[last] = value
+
+
+def _build(cls, raw: Any, prefix: str, where: _Where):
+    if cls is Component:
+        return _build_component(raw, prefix, where)
+    if not isinstance(raw, dict):
+        raise where.error(prefix.rstrip("."), f"expected a mapping, got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs, extra = {}, {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in names or key in ("options", "args"):
+            if "options" in names:  # data: unknown keys belong to the modality, checked by check_recipe
+                extra[key] = value
+                continue
+            raise where.error(dotted, f"unknown key{closest(str(key), names, prefix)}")
+        kwargs[key] = _convert(value, hints[key], dotted, where)
+    if extra:
+        kwargs["options"] = extra
+    return cls(**kwargs)
+
+
+def _build_component(raw: Any, prefix: str, where: _Where) -> Component:
+    key = prefix.rstrip(".")
+    if isinstance(raw, str):
+        return Component(raw)
+    if not isinstance(raw, dict):
+        raise where.error(key, f"expected a component name or a mapping with 'name', got {_show(raw)}")
+    args = dict(raw)
+    name = args.pop("name", "")
+    if not isinstance(name, str):
+        raise where.error(f"{key}.name", f"expected a string, got {_show(name)}")
+    return Component(name, args)
+
+
+def _convert(value: Any, hint: Any, key: str, where: _Where):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".", where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(h for h in options if h is not type(None))
+        return _convert(value, hint, key, where)
+    if check_type(value, hint):
+        return tuple(value) if origin is tuple else value
+    raise where.error(key, f"expected {_describe(hint)}, got {_show(value)}")
+
+
+def check_type(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a type annotation (int is accepted for float, bool is not a number)."""
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(check_type(value, h) for h in args)
+    if hint is type(None) or hint is None:
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
+            return False
+        item = args[0] if args else Any
+        return all(check_type(v, item) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple):
+        item = _describe(args[0]).split(" ", 1)[-1] + "s" if args else "values"
+        count = f"{len(args)} " if origin is tuple and Ellipsis not in args else ""
+        return f"a list of {count}{item}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    return {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        dict: "a mapping",
+    }.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _show(value: Any) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
+    return f"{kind.get(type(value), type(value).__name__)} {value!r}"

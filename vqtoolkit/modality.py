@@ -1,0 +1,27 @@
+"""What a modality plugin registers: how to read, write and batch one kind of media."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Modality:
+    name: str
+    rank: int  # latent grid rank: 1 = (B,C,T) speech, 2 = (B,C,H,W) images, 3 = (B,C,T,H,W) video
+    extensions: tuple[str, ...]  # file suffixes `vqt tokenize` routes to this modality, e.g. (".png",)
+    # dataset(path, split, channels, **options) -> torch Dataset of (C, *grid) tensors; options are recipe
+    # keys under `data` and must have annotated defaults so recipes are type-checked.
+    dataset: Callable[..., Any]
+    encoder: str  # default component names when a recipe names none
+    decoder: str
+    loss: str
+    metrics: tuple[str, ...] = ()
+    value_range: tuple[float, float] = (0.0, 1.0)  # media sample values; audio uses (-1.0, 1.0)
+    read: Callable[..., Any] | None = None  # read(path, **options) -> media tensor and its metadata
+    write: Callable[..., Any] | None = None  # write(path, media, metadata)
+    # picture(originals, reconstructions, path): saves a side-by-side picture; None = the core's default
+    picture: Callable[..., Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,74 @@
+"""Autoencoder = encoder -> bottleneck -> decoder, any rank, assembled from registered names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from vqtoolkit.config import Recipe, instantiate
+from vqtoolkit.nn.base import Bottleneck, BottleneckOutput
+
+
+@dataclass
+class ModelOutput:
+    output: Tensor  # raw decoder output (logits for a BCE loss); `media` applies the loss's activation
+    loss: Tensor  # reconstruction (mean over the batch of per-example values) + bottleneck loss
+    recon_per_example: Tensor  # (B,)
+    bottleneck: BottleneckOutput
+
+
+class Autoencoder(nn.Module):
+    def __init__(
+        self, encoder: nn.Module, bottleneck: Bottleneck, decoder: nn.Module, loss, modality: str = ""
+    ):
+        super().__init__()
+        self.encoder, self.bottleneck, self.decoder = encoder, bottleneck, decoder
+        self.recon_loss = loss
+        self.modality = modality
+
+    @property
+    def discrete(self) -> bool:
+        return self.bottleneck.discrete
+
+    @property
+    def downsample(self) -> tuple[int, ...]:
+        return tuple(getattr(self.encoder, "downsample", ()))
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        bottleneck = self.bottleneck(self.encoder(x))
+        output = self.decoder(bottleneck.z)
+        recon = self.recon_loss.per_example(output, x)
+        return ModelOutput(output, recon.mean() + bottleneck.loss, recon, bottleneck)
+
+    def media(self, output: Tensor) -> Tensor:
+        return self.recon_loss.to_media(output)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.media(self(x).output)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Media (B, C, *grid) -> integer codes (B, *latent_grid), or (B, Q, *latent_grid) for residual VQ."""
+        return self.bottleneck.encode(self.encoder(x))
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor) -> Tensor:
+        return self.media(self.decoder(self.bottleneck.decode(codes)))
+
+
+def build_model(recipe: Recipe) -> Autoencoder:
+    from vqtoolkit.plugins import registry
+
+    modality = registry("modalities").get(recipe.data.modality, "data.modality")
+    channels, latent = recipe.data.channels, recipe.model.latent_dim
+    model = recipe.model
+    return Autoencoder(
+        encoder=instantiate("encoders", model.encoder, "model.encoder", modality.encoder, channels, latent),
+        bottleneck=instantiate("bottlenecks", recipe.bottleneck, "bottleneck", "", latent),
+        decoder=instantiate("decoders", model.decoder, "model.decoder", modality.decoder, channels, latent),
+        loss=instantiate("losses", model.loss, "model.loss", modality.loss),
+        modality=recipe.data.modality,
+    )

@@ -1,0 +1,39 @@
+"""Side-by-side pictures of originals and reconstructions, written as PNG without matplotlib."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torchvision.io import write_png
+from torchvision.utils import make_grid
+
+
+def save_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path) -> None:
+    """Top row originals, bottom row reconstructions. Images (B,C,H,W); video (B,C,T,H,W) shows the
+    first clip's frames; audio (B,1,T) draws waveforms."""
+    if originals.dim() == 5:
+        originals, reconstructions = (
+            rearrange(v[0], "c t h w -> t c h w") for v in (originals, reconstructions)
+        )
+    elif originals.dim() == 3:
+        originals, reconstructions = waveform_image(originals), waveform_image(reconstructions)
+    if originals.shape[1] not in (1, 3):
+        raise ValueError(f"cannot draw {originals.shape[1]}-channel media")
+    count = min(len(originals), 8)
+    grid = make_grid(
+        torch.cat([originals[:count], reconstructions[:count]]), nrow=count, padding=2, pad_value=1.0
+    )
+    write_png((grid.clamp(0, 1) * 255).round().to(torch.uint8), str(path))
+
+
+def waveform_image(audio: torch.Tensor, height: int = 64, width: int = 256) -> torch.Tensor:
+    """(B,1,T) in [-1,1] -> (B,1,height,width) grey pictures: the min..max envelope per column."""
+    width = min(width, audio.shape[-1])
+    columns = rearrange(audio[:, 0, : audio.shape[-1] // width * width], "b (w s) -> b w s", w=width)
+    top = ((1 - columns.amax(-1).clamp(-1, 1)) / 2 * (height - 1)).round().long()
+    bottom = ((1 - columns.amin(-1).clamp(-1, 1)) / 2 * (height - 1)).round().long()
+    rows = torch.arange(height).view(1, height, 1)
+    inside = (rows >= top.unsqueeze(1)) & (rows <= bottom.unsqueeze(1))
+    return rearrange(1.0 - inside.float(), "b h w -> b 1 h w")

@@ -1,0 +1,196 @@
+"""The modality-agnostic trainer: one recipe in, one run directory out."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from vqtoolkit.config import Recipe, dump_recipe
+from vqtoolkit.errors import VQTError
+from vqtoolkit.model import Autoencoder, build_model
+from vqtoolkit.pictures import save_reconstructions
+from vqtoolkit.plugins import registry
+from vqtoolkit.train.checkpoint import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    atomic_write,
+    load_state,
+    load_tensors,
+    save_state,
+    save_tensors,
+)
+from vqtoolkit.train.data import BatchStream, eval_loader, make_dataset
+from vqtoolkit.train.evaluate import evaluate
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VQTError(f"train.device: unknown device '{name}' (use auto, cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VQTError("train.device: cuda was asked for but no GPU is available (use auto or cpu)")
+    return device
+
+
+def learning_rate(recipe: Recipe, step: int) -> float:
+    optim, total = recipe.optim, recipe.train.max_steps
+    if optim.warmup_steps and step < optim.warmup_steps:
+        return optim.lr * (step + 1) / optim.warmup_steps
+    if optim.schedule == "cosine":
+        progress = (step - optim.warmup_steps) / max(1, total - optim.warmup_steps)
+        return optim.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return optim.lr
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, resume: bool = False):
+        self.recipe, cfg = recipe, recipe.train
+        self.run_dir = Path(run_dir or cfg.out_dir)
+        self.device = resolve_device(cfg.device)
+        self.modality = registry("modalities").get(recipe.data.modality, "data.modality")
+        self.metrics = {name: registry("metrics").get(name) for name in self.modality.metrics}
+        torch.manual_seed(cfg.seed)
+        self.train_set = make_dataset(recipe, self.modality, "train")
+        self.eval_set = make_dataset(recipe, self.modality, "test")
+        self.model: Autoencoder = build_model(recipe).to(self.device)
+        if cfg.channels_last and self.modality.rank in (2, 3):
+            fmt = torch.channels_last if self.modality.rank == 2 else torch.channels_last_3d
+            self.model = self.model.to(memory_format=fmt)
+        cuda = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=recipe.optim.lr,
+            betas=recipe.optim.betas,
+            weight_decay=recipe.optim.weight_decay,
+            fused=cuda or None,
+        )
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if cuda and cfg.precision == "bf16"
+            else nullcontext()
+        )
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.step = 0
+        if resume:
+            self._resume()
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(dump_recipe(recipe)))
+            (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
+
+    def _resume(self) -> None:
+        weights = load_tensors(self.run_dir / MODEL_FILE)
+        self.model.load_state_dict(weights)
+        if not (self.run_dir / STATE_FILE).is_file():
+            raise VQTError(f"{self.run_dir}: no {STATE_FILE} to resume from")
+        self.step = load_state(self.run_dir / STATE_FILE, self.optimizer)["step"]
+        atomic_write(self.run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(dump_recipe(self.recipe)))
+
+    def log(self, record: dict) -> None:
+        with open(self.run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def checkpoint(self) -> None:
+        save_tensors(self.run_dir / MODEL_FILE, self.model.state_dict(), {"modality": self.modality.name})
+        save_state(self.run_dir / STATE_FILE, self.optimizer, self.step)
+
+    def train_step(self, batch: torch.Tensor) -> dict:
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.recipe, self.step)
+        with self.autocast:
+            out = self.forward(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        clip = self.recipe.optim.grad_clip
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), clip if clip > 0 else float("inf")
+        )
+        self.optimizer.step()
+        stats = {k: v.item() for k, v in out.bottleneck.stats.items() if v.numel() == 1}
+        return {
+            "loss": out.loss.item(),
+            "recon": out.recon_per_example.mean().item(),
+            "grad_norm": grad_norm.item(),
+            **stats,
+        }
+
+    def picture(self, batch: torch.Tensor) -> None:
+        self.model.eval()
+        with torch.no_grad(), self.autocast:
+            recon = self.model.reconstruct(batch).float()
+        save = self.modality.picture or save_reconstructions
+        save(
+            batch.cpu(),
+            recon.clamp(*self.modality.value_range).cpu(),
+            self.run_dir / f"recon_{self.step:06d}.png",
+        )
+
+    def evaluate(self) -> dict:
+        loader = eval_loader(self.eval_set, self.recipe.train.batch_size, self.recipe.data.num_workers)
+        with self.autocast:
+            results = evaluate(
+                self.model,
+                loader,
+                self.metrics,
+                self.device,
+                self.modality.value_range,
+                self.recipe.train.eval_batches,
+            )
+        self.log({"step": self.step, "split": "eval", **results})
+        return results
+
+    def fit(self) -> dict:
+        cfg = self.recipe.train
+        pin = self.device.type == "cuda"
+        stream = BatchStream(self.train_set, cfg.batch_size, cfg.seed, self.recipe.data.num_workers, pin)
+        batches = stream.batches(self.step)
+        fixed = next(iter(eval_loader(self.eval_set, min(8, len(self.eval_set)))))
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        waited = busy = 0.0
+        while self.step < cfg.max_steps:
+            start = time.perf_counter()
+            batch = next(batches).to(self.device, non_blocking=pin)
+            loaded = time.perf_counter()
+            stats = self.train_step(batch)
+            if not math.isfinite(stats["loss"]):
+                raise VQTError(f"training diverged: loss is {stats['loss']} at step {self.step}")
+            waited, busy = waited + loaded - start, busy + time.perf_counter() - start
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{stats['loss']:.4f}",
+                **({"usage": f"{stats['usage']:.2f}"} if "usage" in stats else {}),
+            )
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                self.log(
+                    {
+                        "step": self.step,
+                        "split": "train",
+                        "lr": learning_rate(self.recipe, self.step - 1),
+                        "data_wait_fraction": waited / max(busy, 1e-9),
+                        **stats,
+                    }
+                )
+                waited = busy = 0.0
+            if cfg.picture_every and self.step % cfg.picture_every == 0:
+                self.picture(fixed.to(self.device))
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.checkpoint()
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+                self.evaluate()
+        bar.close()
+        self.picture(fixed.to(self.device))
+        self.checkpoint()
+        return self.evaluate()
