@@ -161,6 +161,71 @@ def eval_command(run_dir, data_path, batches):
     click.echo(json.dumps(results, indent=2))
 
 
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--model", "run_dir", required=True, type=click.Path(file_okay=False), help="A trained run directory."
+)
+@click.option("-o", "--output", required=True, help="A .codes file for one input, else a folder.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def tokenize(inputs, run_dir, output, device):
+    """Turn media files (or folders of them) into codes files.
+
+    Each codes file is a safetensors file with the integer codes and what is needed to decode them
+    (modality, model hash, latent grid, codebook sizes, original size). A file that cannot be read is
+    reported and skipped; the others are written, and the exit code is 1 at the end.
+
+    \b
+    Examples:
+      vqt tokenize shirt.png --model runs/image_vqvae -o shirt.codes
+      vqt tokenize photos/ more.png --model runs/image_vqvae -o codes/
+    """
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from vqtoolkit.tokenize import Tokenizer
+
+    tokenizer = Tokenizer.load(run_dir, device)
+    files = tokenizer.media_files(list(inputs))
+    output = Path(output)
+    single = len(files) == 1 and output.suffix == ".codes"
+    failures = 0
+    for path in tqdm(files, desc="tokenize", unit="file", disable=len(files) < 2):
+        target = output if single else output / (path.stem + ".codes")
+        try:
+            tokenizer.tokenize(path, target)
+        except VQTError as exc:
+            failures += 1
+            tqdm.write(f"error: {exc}", file=sys.stderr)
+    written = len(files) - failures
+    click.echo(f"wrote {written} codes file{'s' * (written != 1)} to {output}", err=True)
+    if failures:
+        raise VQTError(f"{failures} of {len(files)} inputs could not be tokenized (see above)")
+
+
+@cli.command()
+@click.argument("codes", type=click.Path(dir_okay=False))
+@click.option(
+    "--model", "run_dir", required=True, type=click.Path(file_okay=False), help="The run that made the codes."
+)
+@click.option("-o", "--output", required=True, help="The media file to write, e.g. recon.png.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def decode(codes, run_dir, output, device):
+    """Turn a codes file back into media at its original size.
+
+    \b
+    Example:
+      vqt decode shirt.codes --model runs/image_vqvae -o shirt_recon.png
+    """
+    from pathlib import Path
+
+    from vqtoolkit.tokenize import Tokenizer
+
+    Tokenizer.load(run_dir, device).decode_file(Path(codes), Path(output))
+    click.echo(f"wrote {output}", err=True)
+
+
 def main():
     from vqtoolkit.plugins import load_plugins, pm
 

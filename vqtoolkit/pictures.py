@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from einops import rearrange
-from torchvision.io import write_png
+from PIL import Image
 from torchvision.utils import make_grid
 
 
@@ -21,11 +21,17 @@ def save_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor,
         originals, reconstructions = waveform_image(originals), waveform_image(reconstructions)
     if originals.shape[1] not in (1, 3):
         raise ValueError(f"cannot draw {originals.shape[1]}-channel media")
+    if originals.shape[-2] < 64:  # small images (28 px Fashion-MNIST) are enlarged so people can see them
+        scale = -(-64 // originals.shape[-2])
+        originals, reconstructions = (
+            v.repeat_interleave(scale, -2).repeat_interleave(scale, -1) for v in (originals, reconstructions)
+        )
     count = min(len(originals), 8)
     grid = make_grid(
         torch.cat([originals[:count], reconstructions[:count]]), nrow=count, padding=2, pad_value=1.0
     )
-    write_png((grid.clamp(0, 1) * 255).round().to(torch.uint8), str(path))
+    pixels = rearrange((grid.clamp(0, 1) * 255).round().to(torch.uint8), "c h w -> h w c")
+    Image.fromarray(pixels.squeeze(-1).numpy() if grid.shape[0] == 1 else pixels.numpy()).save(path)
 
 
 def waveform_image(audio: torch.Tensor, height: int = 64, width: int = 256) -> torch.Tensor:

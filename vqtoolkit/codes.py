@@ -1,0 +1,72 @@
+"""The codes file: a safetensors file holding integer codes and the metadata needed to decode them.
+
+Tensors:  `codes`, int16 (int32 when a codebook has more than 32,767 codes), shape (*latent_grid) for
+          one codebook or (Q, *latent_grid) for residual VQ.
+Metadata (safetensors string map, JSON values):
+          format = "vqtoolkit.codes", version, modality, model_hash, latent_grid, codebook_sizes,
+          original_shape (media grid before padding), media (reader metadata: size, sample rate, fps...).
+Readable with safetensors or numpy alone; nothing in it is executed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from vqtoolkit.errors import VQTError
+from vqtoolkit.train.checkpoint import save_tensors
+
+FORMAT, VERSION = "vqtoolkit.codes", 1
+
+
+@dataclass
+class CodesMeta:
+    modality: str
+    model_hash: str
+    latent_grid: list[int]
+    codebook_sizes: list[int]
+    original_shape: list[int]
+    media: dict[str, Any] = field(default_factory=dict)
+    version: int = VERSION
+
+
+def write_codes(path: str | Path, codes: torch.Tensor, meta: CodesMeta) -> None:
+    dtype = torch.int16 if max(meta.codebook_sizes) <= 32767 else torch.int32
+    metadata = {key: json.dumps(value) for key, value in asdict(meta).items()}
+    save_tensors(Path(path), {"codes": codes.to(dtype)}, {"format": FORMAT, **metadata})
+
+
+def read_codes(path: str | Path) -> tuple[torch.Tensor, CodesMeta]:
+    """Read and check a codes file: its metadata must agree with its data before anything decodes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise VQTError(f"{path}: no such codes file")
+    try:
+        with safe_open(str(path), "pt") as f:
+            header = f.metadata() or {}
+            if header.get("format") != FORMAT or "codes" not in f.keys():
+                raise VQTError(f"{path}: not a vqtoolkit codes file")
+            codes = f.get_tensor("codes")
+        fields = {key: json.loads(header[key]) for key in CodesMeta.__dataclass_fields__ if key in header}
+        meta = CodesMeta(**fields)
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        raise VQTError(f"{path}: not a readable codes file ({exc})") from None
+    if meta.version > VERSION:
+        raise VQTError(
+            f"{path}: codes format version {meta.version} is newer than this vqtoolkit reads ({VERSION})"
+        )
+    expected = ([len(meta.codebook_sizes)] if len(meta.codebook_sizes) > 1 else []) + list(meta.latent_grid)
+    if list(codes.shape) != expected:
+        raise VQTError(f"{path}: codes have shape {list(codes.shape)} but the metadata says {expected}")
+    if codes.is_floating_point() or codes.dtype == torch.bool:
+        raise VQTError(f"{path}: codes must be integers, found {codes.dtype}")
+    levels = codes if len(meta.codebook_sizes) > 1 else codes.unsqueeze(0)
+    for level, size in zip(levels, meta.codebook_sizes):
+        if level.numel() and (level.min() < 0 or level.max() >= size):
+            raise VQTError(f"{path}: a code lies outside [0, {size}) of its codebook")
+    return codes.long(), meta
