@@ -101,3 +101,29 @@ def tiny_image_run(tmp_path_factory) -> Path:
     result = run_vqt("train", "recipes/image_vqvae.yaml", *TINY_IMAGE, f"train.out_dir={run_dir}")
     assert result.returncode == 0, result.stderr
     return run_dir
+
+
+TINY_SPEECH = [
+    "model.encoder.hidden=8",
+    "model.decoder.hidden=8",
+    "model.encoder.max_channels=32",
+    "model.decoder.max_channels=32",
+    "model.latent_dim=16",
+    "bottleneck.codebook_size=32",
+    "data.segment=2048",
+    "train.batch_size=8",
+    "train.max_steps=30",
+    "train.log_every=1",
+    "train.picture_every=0",
+    "train.eval_batches=2",
+    "optim.lr=0.003",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_speech_run(tmp_path_factory) -> Path:
+    """A small speech VQ-VAE trained once through the CLI on the shipped Asterisk prompts."""
+    run_dir = tmp_path_factory.mktemp("tiny_speech") / "run"
+    result = run_vqt("train", "recipes/speech_vqvae.yaml", *TINY_SPEECH, f"train.out_dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    return run_dir

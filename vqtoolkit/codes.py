@@ -4,7 +4,8 @@ Tensors:  `codes`, int16 (int32 when a codebook has more than 32,767 codes), sha
           one codebook or (Q, *latent_grid) for residual VQ.
 Metadata (safetensors string map, JSON values):
           format = "vqtoolkit.codes", version, modality, model_hash, latent_grid, codebook_sizes,
-          original_shape (media grid before padding), media (reader metadata: size, sample rate, fps...).
+          original_shape (media grid before padding), media (reader metadata: size, sample rate, fps...),
+          chunking (chunk and context lengths when the file was encoded as a stream).
 Readable with safetensors or numpy alone; nothing in it is executed.
 """
 
@@ -32,6 +33,9 @@ class CodesMeta:
     codebook_sizes: list[int]
     original_shape: list[int]
     media: dict[str, Any] = field(default_factory=dict)
+    chunking: dict[str, int] = field(
+        default_factory=dict
+    )  # {"chunk", "context"} in input steps when streamed
     version: int = VERSION
 
 

@@ -22,6 +22,11 @@ class Modality:
     value_range: tuple[float, float] = (0.0, 1.0)  # media sample values; audio uses (-1.0, 1.0)
     read: Callable[..., Any] | None = None  # read(path, **options) -> media tensor and its metadata
     write: Callable[..., Any] | None = None  # write(path, media, metadata)
+    # stream(path, chunk=N, **options) yields (C, n, ...) pieces along the first grid axis (time) with bounded
+    # memory; with it `vqt tokenize` encodes long files chunk by chunk.
+    stream: Callable[..., Any] | None = None
+    # stream_writer(path, metadata) -> context manager with .write(piece); with it `vqt decode` streams.
+    stream_writer: Callable[..., Any] | None = None
     # picture(originals, reconstructions, path): saves a side-by-side picture; None = the core's default
     picture: Callable[..., Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)

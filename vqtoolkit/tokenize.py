@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from vqtoolkit.codes import CodesMeta, read_codes, write_codes
 from vqtoolkit.config import Recipe
@@ -14,6 +15,7 @@ from vqtoolkit.errors import VQTError
 from vqtoolkit.modality import Modality
 from vqtoolkit.model import Autoencoder
 from vqtoolkit.plugins import registry
+from vqtoolkit.stream import crop_to, decode_stream, encode_stream, pad_to_multiple, receptive_radius
 from vqtoolkit.train.checkpoint import MODEL_FILE, file_hash, load_model
 
 
@@ -50,25 +52,54 @@ class Tokenizer:
                 files.append(path)
         return files
 
+    def options(self, fn) -> dict:
+        """The recipe's data options (and channels) that a reader or writer of the modality accepts,
+        with that function's own defaults for the rest, e.g. {"sample_rate": 16000}."""
+        params = inspect.signature(fn).parameters
+        given = {"channels": self.recipe.data.channels, **self.recipe.data.options}
+        defaults = {k: p.default for k, p in params.items() if p.default is not p.empty}
+        return {k: given.get(k, v) for k, v in defaults.items() if k != "chunk"}
+
+    @cached_property
+    def context(self) -> tuple[int, int]:
+        """Neighbours each chunk needs: (input steps, codes), the encoder and decoder receptive fields."""
+        ds = self.model.downsample
+        spatial = [2 * f for f in ds[1:]]
+        channels, latent = self.recipe.data.channels, self.recipe.model.latent_dim
+        encoder = receptive_radius(self.model.encoder, [channels, 64 * ds[0], *spatial], 1 / ds[0])
+        decoder = receptive_radius(self.model.decoder, [latent, 64, *spatial], ds[0])
+        return encoder, decoder
+
     @torch.no_grad()
-    def encode_file(self, path: Path) -> tuple[torch.Tensor, CodesMeta]:
+    def encode_file(self, path: Path, chunk: int = 0) -> tuple[torch.Tensor, CodesMeta]:
+        """Codes of one media file; modalities with a stream reader are encoded `chunk` steps at a time."""
         if path.suffix.lower() not in self.modality.extensions:
             raise VQTError(
                 f"{path}: the {self.modality.name} model in {self.run_dir} cannot read this file "
                 f"(it reads {', '.join(self.modality.extensions)})"
             )
-        media, media_meta = self.modality.read(path, channels=self.recipe.data.channels)
-        grid = list(media.shape[1:])
-        batch = pad_to_multiple(media.unsqueeze(0).to(self.device), self.model.downsample)
-        codes = self.model.encode(batch)[0].cpu()
-        rank = self.modality.rank
+        ds = self.model.downsample
+        if self.modality.stream:
+            options = self.options(self.modality.stream)
+            chunk = chunk or ds[0] * 2048
+            pieces = self.modality.stream(path, chunk=chunk, **options)
+            codes, length = encode_stream(
+                self.model.encode, pieces, ds[0], chunk, self.context[0], self.device
+            )
+            grid, media_meta = [length], {**options, "length": length}
+            chunking = {"chunk": chunk, "context": self.context[0]}
+        else:
+            media, media_meta = self.modality.read(path, **self.options(self.modality.read))
+            grid, chunking = list(media.shape[1:]), {}
+            codes = self.model.encode(pad_to_multiple(media.unsqueeze(0).to(self.device), ds))[0].cpu()
         meta = CodesMeta(
             modality=self.modality.name,
             model_hash=self.model_hash,
-            latent_grid=list(codes.shape[-rank:]),
+            latent_grid=list(codes.shape[-self.modality.rank :]),
             codebook_sizes=self.model.bottleneck.codebook_sizes(),
             original_shape=grid,
             media=media_meta,
+            chunking=chunking,
         )
         return codes, meta
 
@@ -77,15 +108,32 @@ class Tokenizer:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_codes(out, codes, meta)
 
+    def decode_pieces(self, codes: torch.Tensor, meta: CodesMeta, chunk: int = 2048):
+        """Media pieces (C, n, ...) along time, at the original size, decoded `chunk` codes at a time."""
+        time_dim = codes.dim() - self.modality.rank
+        pieces = decode_stream(
+            self.model.decode, codes, time_dim, self.model.downsample[0], chunk, self.context[1],
+            meta.original_shape[0], self.device,
+        )  # fmt: skip
+        for piece in pieces:
+            yield crop_to(piece.float(), [piece.shape[1], *meta.original_shape[1:]]).clamp(
+                *self.modality.value_range
+            )
+
     @torch.no_grad()
     def decode_file(self, codes_path: Path, out: Path) -> None:
         codes, meta = read_codes(codes_path)
         self.check(codes_path, meta)
-        media = self.model.decode(codes.unsqueeze(0).to(self.device))[0].float().cpu()
-        crop = tuple(slice(0, size) for size in meta.original_shape)
-        media = media[(slice(None), *crop)].clamp(*self.modality.value_range)
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.modality.write(out, media, meta.media)
+        if self.modality.stream_writer:
+            with self.modality.stream_writer(out, meta.media) as writer:
+                for piece in self.decode_pieces(codes, meta):
+                    writer.write(piece)
+            return
+        media = self.model.decode(codes.unsqueeze(0).to(self.device))[0].float().cpu()
+        self.modality.write(
+            out, crop_to(media, meta.original_shape).clamp(*self.modality.value_range), meta.media
+        )
 
     def check(self, source: Path, meta: CodesMeta) -> None:
         """Refuse codes made by another model: decoding them would give a silent wrong result."""
@@ -100,11 +148,3 @@ class Tokenizer:
             )
         if meta.codebook_sizes != self.model.bottleneck.codebook_sizes():
             raise VQTError(f"{source}: codebook sizes {meta.codebook_sizes} do not match {self.run_dir}")
-
-
-def pad_to_multiple(batch: torch.Tensor, multiple: tuple[int, ...]) -> torch.Tensor:
-    """Replicate-pad the trailing grid axes of (B, C, *grid) up to a multiple of each axis's factor."""
-    pads = []
-    for size, factor in zip(reversed(batch.shape[2:]), reversed(multiple)):
-        pads += [0, -size % factor]
-    return F.pad(batch, pads, mode="replicate") if any(pads) else batch
