@@ -9,12 +9,50 @@ whole-file codes and decoded chunks join without seams (up to float rounding).
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from einops import reduce
 from torch import Tensor, nn
+
+
+def prefetch(items: Iterable, depth: int = 2) -> Iterator:
+    """Iterate `items` in a background thread, up to `depth` ahead, so decoding media overlaps the model's
+    forward pass (PyAV and torch both release the GIL). Errors are raised in the consumer."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop, done = threading.Event(), object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            buffer.put((done, exc))
+            return
+        buffer.put((done, None))
+
+    thread = threading.Thread(target=produce, daemon=True, name="vqt-prefetch")
+    thread.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -53,12 +91,12 @@ def _pad_tail(buffer: Tensor, multiple: int) -> Tensor:
 @torch.no_grad()
 def encode_stream(
     encode, pieces: Iterable[Tensor], downsample: int, chunk: int, context: int, device
-) -> tuple[Tensor, int]:
-    """Codes of a media stream of (C, n, ...) pieces, and the number of input steps.
+) -> tuple[Tensor, list[int]]:
+    """Codes of a media stream of (C, n, ...) pieces, and the stream's grid shape [steps, ...].
 
     `encode` maps a (1, C, T, ...) batch to codes (1, [Q,] T / downsample, ...)."""
     chunk, context = round_up(chunk, downsample), round_up(context, downsample)
-    source = iter(pieces)
+    source = iter(prefetch(pieces))
     buffer, buffer_start, emitted, total = None, 0, 0, None
     codes: list[Tensor] = []
     time_dim = None
@@ -90,7 +128,7 @@ def encode_stream(
         drop = emitted - context - buffer_start
         if drop > 0:
             buffer, buffer_start = buffer.narrow(1, drop, buffer.shape[1] - drop), buffer_start + drop
-    return torch.cat(codes, time_dim), total
+    return torch.cat(codes, time_dim), [total, *buffer.shape[2:]]
 
 
 @torch.no_grad()

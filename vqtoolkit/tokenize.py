@@ -83,10 +83,14 @@ class Tokenizer:
             options = self.options(self.modality.stream)
             chunk = chunk or ds[0] * 2048
             pieces = self.modality.stream(path, chunk=chunk, **options)
-            codes, length = encode_stream(
-                self.model.encode, pieces, ds[0], chunk, self.context[0], self.device
-            )
-            grid, media_meta = [length], {**options, "length": length}
+
+            def encode(
+                batch: torch.Tensor,
+            ) -> torch.Tensor:  # pads height and width; time is padded by the stream
+                return self.model.encode(pad_to_multiple(batch, (1, *ds[1:])))
+
+            codes, grid = encode_stream(encode, pieces, ds[0], chunk, self.context[0], self.device)
+            media_meta = {**options, "length": grid[0]}
             chunking = {"chunk": chunk, "context": self.context[0]}
         else:
             media, media_meta = self.modality.read(path, **self.options(self.modality.read))
