@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -73,8 +72,11 @@ def speech_dataset(
         cut = audio.shape[-1] - round(audio.shape[-1] * TEST_FRACTION)
         clips = [audio[:, cut:] if split == "test" else audio[:, :cut]]
     else:
-        chosen = [file for index, file in enumerate(files) if _is_test(index, len(files)) == (split == "test")]
-        progress = tqdm(chosen, desc=f"decoding {split} audio", unit="file", disable=len(chosen) <= PROGRESS_ABOVE)
+        chosen = [
+            file for index, file in enumerate(files) if _is_test(index, len(files)) == (split == "test")
+        ]
+        quiet = len(chosen) <= PROGRESS_ABOVE
+        progress = tqdm(chosen, desc=f"decoding {split} audio", unit="file", disable=quiet)
         clips = [read_audio(file, sample_rate)[0] for file in progress]
     return SpeechDataset(clips, segment, hop or segment)
 

@@ -25,7 +25,8 @@ from torch import Tensor
 
 from vqtoolkit.errors import VQTError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".g722", ".mp4", ".mkv", ".webm", ".mov")
+VIDEO_CONTAINERS = (".mp4", ".mkv", ".webm", ".mov")  # their audio track is read
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".g722", *VIDEO_CONTAINERS)
 RAW_FORMATS = {".g722": "g722"}  # headerless files FFmpeg cannot probe: name their demuxer
 # suffix -> (container format, codec, sample format of the frames we hand the encoder)
 WRITE_FORMATS = {
@@ -47,15 +48,19 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-@contextmanager
-def _reading_audio(path: Path) -> Iterator[None]:
-    """Turn what PyAV raises for a missing, foreign, truncated or corrupt file into one-line VQTErrors."""
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise VQTError(f"{path}: no such file or directory")
     if path.is_dir():
         raise VQTError(f"{path}: is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise VQTError(f"{path}: empty file")
+
+
+@contextmanager
+def _reading_audio(path: Path) -> Iterator[None]:
+    """Turn what PyAV raises for a missing, foreign, truncated or corrupt file into one-line VQTErrors."""
+    _check_file(path)
     try:
         yield
     except (av.error.FFmpegError, OSError, ValueError, EOFError) as exc:
@@ -88,8 +93,11 @@ def audio_info(path: str | Path) -> dict[str, Any]:
         else:
             duration = None
         context = stream.codec_context
-        return {"source_rate": context.sample_rate, "source_channels": context.layout.nb_channels,
-                "duration_seconds": duration}
+        return {
+            "source_rate": context.sample_rate,
+            "source_channels": context.layout.nb_channels,
+            "duration_seconds": duration,
+        }
 
 
 def _frame_samples(frame: av.AudioFrame) -> np.ndarray:
@@ -114,7 +122,9 @@ def _decode(path: Path) -> Iterator[tuple[Tensor, int, int]]:
                 continue
             first_rate = first_rate or frame.sample_rate
             if frame.sample_rate != first_rate:
-                raise VQTError(f"{path}: sample rate changes mid-stream ({first_rate} -> {frame.sample_rate} Hz)")
+                raise VQTError(
+                    f"{path}: sample rate changes mid-stream ({first_rate} -> {frame.sample_rate} Hz)"
+                )
             mono = reduce(_frame_samples(frame), "c n -> n", "mean")
             yield torch.from_numpy(np.ascontiguousarray(mono)), frame.sample_rate, frame.layout.nb_channels
 
@@ -124,7 +134,7 @@ def _no_samples(path: Path) -> VQTError:
 
 
 def read_audio(path: str | Path, sample_rate: int = 16000) -> tuple[Tensor, dict[str, Any]]:
-    """Decode a whole audio file (or a video's audio track) as float32 (1, T) mono in [-1, 1] at `sample_rate`.
+    """Decode an audio file (or a video's audio track) as float32 (1, T) mono in [-1, 1] at `sample_rate`.
 
     Returns the audio and {"sample_rate", "source_rate", "source_channels", "length": T}.
     """
@@ -137,13 +147,17 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> tuple[Tensor, dict
     if source_rate != sample_rate:
         audio = AF.resample(audio, source_rate, sample_rate)
     audio = audio.clamp(-1, 1)
-    meta = {"sample_rate": sample_rate, "source_rate": source_rate, "source_channels": source_channels,
-            "length": audio.shape[-1]}
+    meta = {
+        "sample_rate": sample_rate,
+        "source_rate": source_rate,
+        "source_channels": source_channels,
+        "length": audio.shape[-1],
+    }
     return audio, meta
 
 
 class StreamResampler:
-    """`torchaudio.functional.resample` applied piece by piece, giving the same samples as on the whole signal.
+    """`torchaudio.functional.resample` applied piece by piece, giving the same samples as on the whole.
 
     The input is cut into blocks of whole resampling periods (`orig` source samples give `new` output
     samples, the rates divided by their gcd), so every block starts on an output sample. Each block is
@@ -185,7 +199,8 @@ class StreamResampler:
         stop = self.buffer_end if last else end + self.context
         out = AF.resample(buffer[:, left - self.buffer_start : stop - self.buffer_start], self.orig, self.new)
         offset = (self.next_in - left) // self.orig * self.new
-        out = out[:, offset:] if last else out[:, offset : offset + (end - self.next_in) // self.orig * self.new]
+        count = out.shape[-1] - offset if last else (end - self.next_in) // self.orig * self.new
+        out = out[:, offset : offset + count]
         self.next_in = end
         keep_from = max(end - self.context, 0)
         self.pending = [buffer[:, keep_from - self.buffer_start :]]
@@ -217,6 +232,7 @@ def stream_audio(path: str | Path, sample_rate: int = 16000, chunk: int = 160000
     path = Path(path)
     if chunk < 1:
         raise VQTError(f"chunk must be at least 1 sample, got {chunk}")
+    _check_file(path)  # now rather than at the first piece
     return _rechunk(_stream_pieces(path, sample_rate, chunk), chunk)
 
 
@@ -272,6 +288,8 @@ class AudioWriter:
 
     def write(self, chunk: Tensor) -> None:
         """Encode (channels, n) samples in [-1, 1] (a (n,) tensor counts as one channel)."""
+        if self.container is None:
+            raise VQTError(f"{self.path}: cannot write audio after the writer is closed")
         chunk = chunk.detach().float().cpu()
         chunk = chunk[None] if chunk.ndim == 1 else chunk
         if chunk.ndim != 2 or chunk.shape[0] != self.channels:
@@ -310,19 +328,18 @@ class AudioWriter:
         """Flush the encoder, finish the file and move it into place."""
         if self.container is None:
             return
-        if self.resampler is not None:
-            self._encode(self.resampler.flush().clamp(-1, 1))
         try:
+            if self.resampler is not None:
+                self._encode(self.resampler.flush().clamp(-1, 1))
             self.container.start_encoding()  # writes the header even when nothing was written
-        except (av.error.FFmpegError, OSError, ValueError) as exc:
-            self._discard()
-            raise VQTError(f"{self.path}: cannot write audio ({_first_line(exc)})") from None
-        self._encode(None)
-        try:
+            self._encode(None)
             self.container.close()
             self.container = None
             os.replace(self.temp, self.path)
-        except (av.error.FFmpegError, OSError) as exc:
+        except VQTError:
+            self._discard()
+            raise
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
             self._discard()
             raise VQTError(f"{self.path}: cannot write audio ({_first_line(exc)})") from None
 

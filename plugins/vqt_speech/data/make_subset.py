@@ -48,7 +48,8 @@ def main() -> None:
         name = "-".join(prompt.relative_to(args.source).parts)
         shutil.copyfile(prompt, TARGET / name)
     total = sum(p.stat().st_size for p in chosen)
-    print(f"{len(chosen)} prompts, {total / 1e6:.2f} MB, {total / BYTES_PER_SECOND / 60:.1f} minutes -> {TARGET}")
+    minutes = total / BYTES_PER_SECOND / 60
+    print(f"{len(chosen)} prompts, {total / 1e6:.2f} MB, {minutes:.1f} minutes -> {TARGET}")
 
 
 if __name__ == "__main__":
