@@ -168,7 +168,11 @@ def eval_command(run_dir, data_path, batches):
 )
 @click.option("-o", "--output", required=True, help="A .codes file for one input, else a folder.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def tokenize(inputs, run_dir, output, device):
+@click.option(
+    "--audio-model", "audio_run_dir", type=click.Path(file_okay=False),
+    help="A speech run: videos also get their audio track's codes, in the same codes file.",
+)  # fmt: skip
+def tokenize(inputs, run_dir, output, device, audio_run_dir):
     """Turn media files (or folders of them) into codes files.
 
     Each codes file is a safetensors file with the integer codes and what is needed to decode them
@@ -179,6 +183,8 @@ def tokenize(inputs, run_dir, output, device):
     Examples:
       vqt tokenize shirt.png --model runs/image_vqvae -o shirt.codes
       vqt tokenize photos/ more.png --model runs/image_vqvae -o codes/
+      vqt tokenize talk.flac --model runs/speech_vqvae -o talk.codes
+      vqt tokenize film.mp4 --model runs/video_vqvae --audio-model runs/speech_vqvae -o film.codes
     """
     from pathlib import Path
 
@@ -187,14 +193,21 @@ def tokenize(inputs, run_dir, output, device):
     from vqtoolkit.tokenize import Tokenizer
 
     tokenizer = Tokenizer.load(run_dir, device)
+    audio = Tokenizer.load(audio_run_dir, device) if audio_run_dir else None
     files = tokenizer.media_files(list(inputs))
     output = Path(output)
-    single = len(files) == 1 and output.suffix == ".codes"
+    if len(files) == 1:  # one input: its error, if any, is the one line the user sees
+        target = output if output.suffix == ".codes" else output / (files[0].stem + ".codes")
+        note = tokenizer.tokenize(files[0], target, audio)
+        click.echo(f"note: {note}" if note else f"wrote {target}", err=True)
+        return
     failures = 0
-    for path in tqdm(files, desc="tokenize", unit="file", disable=len(files) < 2):
-        target = output if single else output / (path.stem + ".codes")
+    for path in tqdm(files, desc="tokenize", unit="file"):
+        target = output / (path.stem + ".codes")
         try:
-            tokenizer.tokenize(path, target)
+            note = tokenizer.tokenize(path, target, audio)
+            if note:
+                tqdm.write(f"note: {note}", file=sys.stderr)
         except VQTError as exc:
             failures += 1
             tqdm.write(f"error: {exc}", file=sys.stderr)
@@ -211,18 +224,26 @@ def tokenize(inputs, run_dir, output, device):
 )
 @click.option("-o", "--output", required=True, help="The media file to write, e.g. recon.png.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def decode(codes, run_dir, output, device):
+@click.option(
+    "--audio-model", "audio_run_dir", type=click.Path(file_okay=False),
+    help="The speech run that made the audio codes of a video: the output gets both streams.",
+)  # fmt: skip
+def decode(codes, run_dir, output, device, audio_run_dir):
     """Turn a codes file back into media at its original size.
 
     \b
     Example:
       vqt decode shirt.codes --model runs/image_vqvae -o shirt_recon.png
+      vqt decode film.codes --model runs/video_vqvae --audio-model runs/speech_vqvae -o film.mp4
     """
     from pathlib import Path
 
     from vqtoolkit.tokenize import Tokenizer
 
-    Tokenizer.load(run_dir, device).decode_file(Path(codes), Path(output))
+    audio = Tokenizer.load(audio_run_dir, device) if audio_run_dir else None
+    note = Tokenizer.load(run_dir, device).decode_file(Path(codes), Path(output), audio)
+    if note:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {output}", err=True)
 
 

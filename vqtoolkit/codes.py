@@ -6,6 +6,8 @@ Metadata (safetensors string map, JSON values):
           format = "vqtoolkit.codes", version, modality, model_hash, latent_grid, codebook_sizes,
           original_shape (media grid before padding), media (reader metadata: size, sample rate, fps...),
           chunking (chunk and context lengths when the file was encoded as a stream).
+A video's codes file may also hold its audio track: tensor `audio_codes` and metadata `audio` (the
+audio codes' own metadata as one JSON object), aligned in time with the video from the first sample.
 Readable with safetensors or numpy alone; nothing in it is executed.
 """
 
@@ -39,14 +41,34 @@ class CodesMeta:
     version: int = VERSION
 
 
-def write_codes(path: str | Path, codes: torch.Tensor, meta: CodesMeta) -> None:
-    dtype = torch.int16 if max(meta.codebook_sizes) <= 32767 else torch.int32
-    metadata = {key: json.dumps(value) for key, value in asdict(meta).items()}
-    save_tensors(Path(path), {"codes": codes.to(dtype)}, {"format": FORMAT, **metadata})
+def write_codes(
+    path: str | Path,
+    codes: torch.Tensor,
+    meta: CodesMeta,
+    audio: tuple[torch.Tensor, CodesMeta] | None = None,
+) -> None:
+    """Write codes (and, for a video, the codes of its audio track under `audio_codes` / `audio`)."""
+    tensors, metadata = {"codes": _narrow(codes, meta)}, {"format": FORMAT}
+    metadata.update({key: json.dumps(value) for key, value in asdict(meta).items()})
+    if audio is not None:
+        tensors["audio_codes"] = _narrow(*audio)
+        metadata["audio"] = json.dumps(asdict(audio[1]))
+    save_tensors(Path(path), tensors, metadata)
+
+
+def _narrow(codes: torch.Tensor, meta: CodesMeta) -> torch.Tensor:
+    return codes.to(torch.int16 if max(meta.codebook_sizes) <= 32767 else torch.int32)
 
 
 def read_codes(path: str | Path) -> tuple[torch.Tensor, CodesMeta]:
     """Read and check a codes file: its metadata must agree with its data before anything decodes it."""
+    codes, meta, _ = read_codes_with_audio(path)
+    return codes, meta
+
+
+def read_codes_with_audio(
+    path: str | Path,
+) -> tuple[torch.Tensor, CodesMeta, tuple[torch.Tensor, CodesMeta] | None]:
     path = Path(path)
     if not path.is_file():
         raise VQTError(f"{path}: no such codes file")
@@ -55,22 +77,31 @@ def read_codes(path: str | Path) -> tuple[torch.Tensor, CodesMeta]:
             header = f.metadata() or {}
             if header.get("format") != FORMAT or "codes" not in f.keys():
                 raise VQTError(f"{path}: not a vqtoolkit codes file")
-            codes = f.get_tensor("codes")
-        fields = {key: json.loads(header[key]) for key in CodesMeta.__dataclass_fields__ if key in header}
-        meta = CodesMeta(**fields)
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        meta = CodesMeta(
+            **{key: json.loads(header[key]) for key in CodesMeta.__dataclass_fields__ if key in header}
+        )
+        audio_meta = CodesMeta(**json.loads(header["audio"])) if "audio" in header else None
     except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise VQTError(f"{path}: not a readable codes file ({exc})") from None
+    codes = _checked(path, "codes", tensors["codes"], meta)
+    if audio_meta is None or "audio_codes" not in tensors:
+        return codes, meta, None
+    return codes, meta, (_checked(path, "audio codes", tensors["audio_codes"], audio_meta), audio_meta)
+
+
+def _checked(path: Path, what: str, codes: torch.Tensor, meta: CodesMeta) -> torch.Tensor:
     if meta.version > VERSION:
         raise VQTError(
             f"{path}: codes format version {meta.version} is newer than this vqtoolkit reads ({VERSION})"
         )
     expected = ([len(meta.codebook_sizes)] if len(meta.codebook_sizes) > 1 else []) + list(meta.latent_grid)
     if list(codes.shape) != expected:
-        raise VQTError(f"{path}: codes have shape {list(codes.shape)} but the metadata says {expected}")
+        raise VQTError(f"{path}: {what} have shape {list(codes.shape)} but the metadata says {expected}")
     if codes.is_floating_point() or codes.dtype == torch.bool:
-        raise VQTError(f"{path}: codes must be integers, found {codes.dtype}")
+        raise VQTError(f"{path}: {what} must be integers, found {codes.dtype}")
     levels = codes if len(meta.codebook_sizes) > 1 else codes.unsqueeze(0)
     for level, size in zip(levels, meta.codebook_sizes):
         if level.numel() and (level.min() < 0 or level.max() >= size):
             raise VQTError(f"{path}: a code lies outside [0, {size}) of its codebook")
-    return codes.long(), meta
+    return codes.long()

@@ -25,8 +25,11 @@ class Modality:
     # stream(path, chunk=N, **options) yields (C, n, ...) pieces along the first grid axis (time) with bounded
     # memory; with it `vqt tokenize` encodes long files chunk by chunk.
     stream: Callable[..., Any] | None = None
-    # stream_writer(path, metadata) -> context manager with .write(piece); with it `vqt decode` streams.
+    # stream_writer(path, metadata, audio_rate=0) -> context manager with .write(piece), and
+    # .write_audio(samples) when audio_rate > 0; with it `vqt decode` streams.
     stream_writer: Callable[..., Any] | None = None
+    # info(path) -> what the source file was (size, rate, fps...), kept in codes files so decoding restores it
+    info: Callable[..., Any] | None = None
     # picture(originals, reconstructions, path): saves a side-by-side picture; None = the core's default
     picture: Callable[..., Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import torch
 
-from vqtoolkit.codes import CodesMeta, read_codes, write_codes
+from vqtoolkit.codes import CodesMeta, read_codes_with_audio, write_codes
 from vqtoolkit.config import Recipe
 from vqtoolkit.errors import VQTError
 from vqtoolkit.modality import Modality
@@ -72,7 +73,8 @@ class Tokenizer:
 
     @torch.no_grad()
     def encode_file(self, path: Path, chunk: int = 0) -> tuple[torch.Tensor, CodesMeta]:
-        """Codes of one media file; modalities with a stream reader are encoded `chunk` steps at a time."""
+        """Codes of one media file; modalities with a stream reader are encoded `chunk` steps at a time
+        (default: the stream reader's own chunk)."""
         if path.suffix.lower() not in self.modality.extensions:
             raise VQTError(
                 f"{path}: the {self.modality.name} model in {self.run_dir} cannot read this file "
@@ -81,12 +83,10 @@ class Tokenizer:
         ds = self.model.downsample
         if self.modality.stream:
             options = self.options(self.modality.stream)
-            chunk = chunk or ds[0] * 2048
+            chunk = chunk or inspect.signature(self.modality.stream).parameters["chunk"].default
             pieces = self.modality.stream(path, chunk=chunk, **options)
 
-            def encode(
-                batch: torch.Tensor,
-            ) -> torch.Tensor:  # pads height and width; time is padded by the stream
+            def encode(batch: torch.Tensor) -> torch.Tensor:  # the stream pads time; pad the other axes
                 return self.model.encode(pad_to_multiple(batch, (1, *ds[1:])))
 
             codes, grid = encode_stream(encode, pieces, ds[0], chunk, self.context[0], self.device)
@@ -96,6 +96,8 @@ class Tokenizer:
             media, media_meta = self.modality.read(path, **self.options(self.modality.read))
             grid, chunking = list(media.shape[1:]), {}
             codes = self.model.encode(pad_to_multiple(media.unsqueeze(0).to(self.device), ds))[0].cpu()
+        if self.modality.info:
+            media_meta["source"] = self.modality.info(path)
         meta = CodesMeta(
             modality=self.modality.name,
             model_hash=self.model_hash,
@@ -107,37 +109,68 @@ class Tokenizer:
         )
         return codes, meta
 
-    def tokenize(self, path: Path, out: Path) -> None:
+    def tokenize(self, path: Path, out: Path, audio: Tokenizer | None = None) -> str:
+        """Write the codes of `path` to `out`; with an `audio` tokenizer, the audio track's codes too.
+        Returns a note for the user ("" when there is nothing to say)."""
         codes, meta = self.encode_file(path)
+        audio_codes, note = None, ""
+        if audio is not None:
+            try:
+                audio_codes = audio.encode_file(path)
+            except VQTError as exc:
+                note = f"{path}: audio codes skipped ({str(exc).removeprefix(f'{path}: ')})"
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_codes(out, codes, meta)
+        write_codes(out, codes, meta, audio_codes)
+        return note
 
-    def decode_pieces(self, codes: torch.Tensor, meta: CodesMeta, chunk: int = 2048):
-        """Media pieces (C, n, ...) along time, at the original size, decoded `chunk` codes at a time."""
+    def decode_pieces(self, codes: torch.Tensor, meta: CodesMeta, chunk: int = 0):
+        """Media pieces (C, n, ...) along time at the original size, decoded `chunk` codes at a time
+        (default: a chunk the size of the encoder's)."""
+        ds = self.model.downsample[0]
+        chunk = chunk or max(1, meta.chunking.get("chunk", 2048 * ds) // ds)
         time_dim = codes.dim() - self.modality.rank
         pieces = decode_stream(
-            self.model.decode, codes, time_dim, self.model.downsample[0], chunk, self.context[1],
-            meta.original_shape[0], self.device,
-        )  # fmt: skip
+            self.model.decode,
+            codes,
+            time_dim,
+            ds,
+            chunk,
+            self.context[1],
+            meta.original_shape[0],
+            self.device,
+        )
         for piece in pieces:
-            yield crop_to(piece.float(), [piece.shape[1], *meta.original_shape[1:]]).clamp(
-                *self.modality.value_range
-            )
+            cropped = crop_to(piece.float(), [piece.shape[1], *meta.original_shape[1:]])
+            yield cropped.clamp(*self.modality.value_range)
 
     @torch.no_grad()
-    def decode_file(self, codes_path: Path, out: Path) -> None:
-        codes, meta = read_codes(codes_path)
+    def decode_file(self, codes_path: Path, out: Path, audio: Tokenizer | None = None) -> str:
+        """Write media decoded from a codes file; with an `audio` tokenizer also the audio track's codes.
+        Returns a note for the user ("" when there is nothing to say)."""
+        codes, meta, audio_codes = read_codes_with_audio(codes_path)
         self.check(codes_path, meta)
+        note = ""
+        if audio_codes and audio is None:
+            note = f"{codes_path}: holds audio codes too; give --audio-model to decode them"
+        elif audio is not None and not audio_codes:
+            note = f"{codes_path}: holds no audio codes; writing video only"
         out.parent.mkdir(parents=True, exist_ok=True)
-        if self.modality.stream_writer:
-            with self.modality.stream_writer(out, meta.media) as writer:
-                for piece in self.decode_pieces(codes, meta):
-                    writer.write(piece)
-            return
-        media = self.model.decode(codes.unsqueeze(0).to(self.device))[0].float().cpu()
-        self.modality.write(
-            out, crop_to(media, meta.original_shape).clamp(*self.modality.value_range), meta.media
-        )
+        if not self.modality.stream_writer:
+            media = self.model.decode(codes.unsqueeze(0).to(self.device))[0].float().cpu()
+            media = crop_to(media, meta.original_shape).clamp(*self.modality.value_range)
+            self.modality.write(out, media, meta.media)
+            return note
+        tracks = {"write": self.decode_pieces(codes, meta)}
+        rates = {"write": meta.media.get("fps") or meta.media.get("source", {}).get("fps") or 1.0}
+        options = {}
+        if audio is not None and audio_codes:
+            audio.check(codes_path, audio_codes[1])
+            tracks["write_audio"] = audio.decode_pieces(*audio_codes)
+            rates["write_audio"] = options["audio_rate"] = audio_codes[1].media["sample_rate"]
+        with self.modality.stream_writer(out, meta.media, **options) as writer:
+            for method, piece in interleave(tracks, rates):
+                getattr(writer, method)(piece)
+        return note
 
     def check(self, source: Path, meta: CodesMeta) -> None:
         """Refuse codes made by another model: decoding them would give a silent wrong result."""
@@ -152,3 +185,18 @@ class Tokenizer:
             )
         if meta.codebook_sizes != self.model.bottleneck.codebook_sizes():
             raise VQTError(f"{source}: codebook sizes {meta.codebook_sizes} do not match {self.run_dir}")
+
+
+def interleave(tracks: dict[str, Iterator[torch.Tensor]], rates: dict[str, float]):
+    """(track, piece) pairs in time order: always the track that is furthest behind, so a muxer can
+    write video and audio together without holding either in memory."""
+    clocks = {name: 0.0 for name in tracks}
+    live = dict(tracks)
+    while live:
+        name = min(live, key=clocks.__getitem__)
+        piece = next(live[name], None)
+        if piece is None:
+            del live[name]
+            continue
+        clocks[name] += piece.shape[1] / rates[name]
+        yield name, piece

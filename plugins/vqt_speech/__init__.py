@@ -4,12 +4,12 @@ from vqtoolkit.hookspecs import hookimpl
 from vqtoolkit.modality import Modality
 
 from .dataset import speech_dataset
-from .io import AUDIO_EXTENSIONS, AudioWriter, read_audio, stream_audio, write_audio
+from .io import AUDIO_EXTENSIONS, AudioWriter, audio_info, read_audio, stream_audio, write_audio
 from .losses import SpeechLoss, log_mel_distance, si_snr
 from .nn import SpeechDecoder, SpeechEncoder
 
 
-def _stream_writer(path, meta):
+def _stream_writer(path, meta, audio_rate: int = 0):
     return AudioWriter(path, meta["sample_rate"])
 
 
@@ -31,6 +31,7 @@ def register_modalities(register):
             write=write_audio,
             stream=stream_audio,
             stream_writer=_stream_writer,
+            info=audio_info,
         ),
     )
 

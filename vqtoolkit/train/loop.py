@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -54,7 +55,14 @@ def learning_rate(recipe: Recipe, step: int) -> float:
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, resume: bool = False):
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        model: Autoencoder | None = None,
+    ):
+        """`model` replaces the one the recipe builds (benchmarks swap in a peer's quantizer this way)."""
         self.recipe, cfg = recipe, recipe.train
         self.run_dir = Path(run_dir or cfg.out_dir)
         self.device = resolve_device(cfg.device)
@@ -63,7 +71,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.train_set = make_dataset(recipe, self.modality, "train")
         self.eval_set = make_dataset(recipe, self.modality, "test")
-        self.model: Autoencoder = build_model(recipe).to(self.device)
+        self.model: Autoencoder = (model or build_model(recipe)).to(self.device)
         if cfg.channels_last and self.modality.rank in (2, 3):
             fmt = torch.channels_last if self.modality.rank == 2 else torch.channels_last_3d
             self.model = self.model.to(memory_format=fmt)
@@ -157,7 +165,8 @@ class Trainer:
         stream = BatchStream(self.train_set, cfg.batch_size, cfg.seed, self.recipe.data.num_workers, pin)
         batches = stream.batches(self.step)
         fixed = next(iter(eval_loader(self.eval_set, min(8, len(self.eval_set)))))
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        interval = 0.5 if sys.stderr.isatty() else 30  # logs and CI get a line every 30 s, not every step
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", mininterval=interval)
         waited = busy = 0.0
         while self.step < cfg.max_steps:
             start = time.perf_counter()

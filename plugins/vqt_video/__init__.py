@@ -1,0 +1,111 @@
+"""The built-in video (3D) plugin: streaming PyAV reader, h264 writer, a 3D conv codec, per-frame metrics."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from vqtoolkit.errors import VQTError
+from vqtoolkit.hookspecs import hookimpl
+from vqtoolkit.modality import Modality
+from vqtoolkit.nn.conv import ConvDecoder, ConvEncoder
+
+from .dataset import video_dataset
+from .io import VIDEO_EXTENSIONS, VideoWriter, read_video, stream_video, video_info, write_video
+
+
+def _check_3d(downsample: list[int]) -> None:
+    if len(downsample) != 3:
+        raise VQTError(f"vqvae3d needs downsample [time, height, width], got {list(downsample)}")
+
+
+class VQVAE3DEncoder(ConvEncoder):
+    """3D convolutions, downsampling time x height x width (4 x 4 x 4 as in VideoGPT), residual blocks."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        latent_dim: int,
+        downsample: list[int] = (4, 4, 4),  # factor per axis (T, H, W), powers of two
+        hidden: int = 128,
+        res_blocks: int = 2,
+        res_hidden: int = 0,  # hidden channels in residual blocks; 0 = same as `hidden`
+    ):
+        _check_3d(downsample)
+        super().__init__(in_channels, latent_dim, downsample, hidden, res_blocks, res_hidden)
+
+
+class VQVAE3DDecoder(ConvDecoder):
+    def __init__(
+        self,
+        out_channels: int,
+        latent_dim: int,
+        downsample: list[int] = (4, 4, 4),  # must match the encoder's
+        hidden: int = 128,
+        res_blocks: int = 2,
+        res_hidden: int = 0,
+    ):
+        _check_3d(downsample)
+        super().__init__(out_channels, latent_dim, downsample, hidden, res_blocks, res_hidden)
+
+
+class SourceSizeWriter:
+    """Writes decoded pieces back at the source file's frame size and frame rate (the model may work at
+    the recipe's `size`), with an optional audio track."""
+
+    def __init__(self, path, meta: dict, audio_rate: int = 0):
+        source = meta.get("source", {})
+        self.size = (source.get("height") or 0, source.get("width") or 0)
+        fps = meta.get("fps") or source.get("fps") or 25.0
+        self.writer = VideoWriter(path, fps, *self.size, audio_rate=audio_rate)
+
+    def write(self, piece: Tensor) -> None:
+        if all(self.size) and tuple(piece.shape[-2:]) != self.size:
+            frames = rearrange(piece, "c t h w -> t c h w")
+            frames = F.interpolate(frames, self.size, mode="bilinear", antialias=True)
+            piece = rearrange(frames, "t c h w -> c t h w")
+        self.writer.write(piece)
+
+    def write_audio(self, samples: Tensor) -> None:
+        self.writer.write_audio(samples)
+
+    def __enter__(self) -> SourceSizeWriter:
+        self.writer.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.writer.__exit__(*exc)
+
+
+@hookimpl
+def register_modalities(register):
+    register(
+        "video",
+        Modality(
+            name="video",
+            rank=3,
+            extensions=VIDEO_EXTENSIONS,
+            dataset=video_dataset,
+            encoder="vqvae3d",
+            decoder="vqvae3d",
+            loss="mse",
+            metrics=("psnr", "ssim"),  # vqt_image's metrics, averaged over frames
+            read=read_video,
+            write=write_video,
+            stream=stream_video,
+            stream_writer=SourceSizeWriter,
+            info=video_info,
+        ),
+    )
+
+
+@hookimpl
+def register_encoders(register):
+    register("vqvae3d", VQVAE3DEncoder)
+
+
+@hookimpl
+def register_decoders(register):
+    register("vqvae3d", VQVAE3DDecoder)
+

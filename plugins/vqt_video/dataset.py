@@ -1,0 +1,119 @@
+"""Video datasets: fixed-length clips cut from a folder of video files or a single file.
+
+Splits are by file, deterministically, over the sorted file list: every 10th file (index % 10 == 9) is
+"test" and the rest "train"; with 2 to 9 files the last file is "test". A single file keeps its first 80%
+of frames for "train" and its last 20% for "test" (so overlapping clips never straddle the two). Every
+file of the split is decoded once, at construction, into memory as uint8 (RGB, at `size` and `fps`);
+items are the clips tiling each file, converted to float32 in [0, 1] on access.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from vqt_video.io import VIDEO_EXTENSIONS, read_video_uint8
+from vqtoolkit.errors import VQTError
+
+SAMPLE_FILE = Path(__file__).resolve().parent / "data" / "bigbuckbunny" / "bigbuckbunny_64.mp4"
+PROGRESS_ABOVE = 20  # show a progress bar when decoding more files than this
+TEST_EVERY = 10
+TEST_FRACTION = 0.2  # of a single file's frames
+
+
+class VideoDataset(Dataset):
+    """(3, frames, H, W) float32 clips of in-memory uint8 (3, T, H, W) videos, starting every `hop` frames.
+
+    Frames after a video's last whole clip are left out; a video shorter than one clip gives none.
+    """
+
+    def __init__(self, videos: list[Tensor], frames: int, hop: int):
+        self.videos, self.frames = videos, frames
+        self.starts = [
+            (index, start)
+            for index, video in enumerate(videos)
+            for start in range(0, video.shape[1] - frames + 1, hop)
+        ]  # (video, first frame) per item
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> Tensor:
+        video_index, start = self.starts[index]
+        return self.videos[video_index][:, start : start + self.frames].float() / 255
+
+
+def video_dataset(
+    path: str,
+    split: str,
+    channels: int,
+    frames: int = 8,  # frames per clip
+    size: list[int] = (64, 64),  # [height, width] every frame is resized to; empty keeps the native size
+    fps: float = 0.0,  # frame rate every file is resampled to (dropping/repeating frames); 0 = the file's own
+    hop: int = 0,  # frames between clip starts; 0 = `frames` (no overlap)
+) -> VideoDataset:
+    """The video dataset of a recipe's `data` section; `path` "" is the shipped Big Buck Bunny clip."""
+    if split not in ("train", "test"):
+        raise VQTError(f"split must be 'train' or 'test', got {split!r}")
+    if channels != 3:
+        raise VQTError("data.channels: video is RGB; use 3")
+    if len(size) not in (0, 2) or any(side < 1 for side in size):
+        raise VQTError(f"data.size must be [height, width] with positive sides, or empty; got {list(size)}")
+    for name, value, least in (("frames", frames, 1), ("fps", fps, 0), ("hop", hop, 0)):
+        if value < least:
+            raise VQTError(f"data.{name} must be at least {least}, got {value}")
+    files = video_files(Path(path).expanduser() if path else SAMPLE_FILE)
+    if len(files) == 1:
+        video, _ = read_video_uint8(files[0], size, fps)
+        cut = video.shape[1] - round(video.shape[1] * TEST_FRACTION)
+        videos = [video[:, cut:] if split == "test" else video[:, :cut]]
+    else:
+        chosen = [
+            file for index, file in enumerate(files) if _is_test(index, len(files)) == (split == "test")
+        ]
+        progress = tqdm(
+            chosen, desc=f"decoding {split} video", unit="file", disable=len(chosen) <= PROGRESS_ABOVE
+        )
+        videos = [read_video_uint8(file, size, fps)[0] for file in progress]
+        _check_uniform_size(videos, chosen)
+    dataset = VideoDataset(videos, frames, hop or frames)
+    if len(dataset) == 0:
+        longest = max(video.shape[1] for video in videos)
+        where = files[0] if len(files) == 1 else Path(path).expanduser()
+        raise VQTError(
+            f"{where}: no clip of data.frames={frames} fits the {split} split (its longest video has "
+            f"{longest} frames)"
+        )
+    return dataset
+
+
+def _is_test(index: int, count: int) -> bool:
+    return index == count - 1 if count < TEST_EVERY else index % TEST_EVERY == TEST_EVERY - 1
+
+
+def _check_uniform_size(videos: list[Tensor], files: list[Path]) -> None:
+    """Without data.size every video must share the first one's size, or clips could not be batched."""
+    first = tuple(videos[0].shape[2:])
+    for video, file in zip(videos[1:], files[1:]):
+        if tuple(video.shape[2:]) != first:
+            raise VQTError(
+                f"{file}: video is {video.shape[2]}x{video.shape[3]} (HxW) but {files[0].name} is "
+                f"{first[0]}x{first[1]}; set data.size to bring them to one size"
+            )
+
+
+def video_files(path: Path) -> list[Path]:
+    """The sorted video files of a folder (recursively), or the file itself."""
+    if not path.exists():
+        raise VQTError(f"{path}: no such file or directory")
+    if path.is_file():
+        if path.suffix.lower() not in VIDEO_EXTENSIONS:
+            raise VQTError(f"{path}: not a video file or folder of videos ({', '.join(VIDEO_EXTENSIONS)})")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    if not files:
+        raise VQTError(f"{path}: folder holds no video files ({', '.join(VIDEO_EXTENSIONS)})")
+    return files
