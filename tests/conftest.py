@@ -85,7 +85,6 @@ TINY_IMAGE = [
     "model.encoder.hidden=16",
     "model.decoder.hidden=16",
     "model.latent_dim=8",
-    "bottleneck.codebook_size=32",
     "train.batch_size=16",
     "train.max_steps=20",
     "train.log_every=5",
@@ -98,7 +97,13 @@ TINY_IMAGE = [
 def tiny_image_run(tmp_path_factory) -> Path:
     """A small image VQ-VAE trained once through the CLI on the shipped Fashion-MNIST sample."""
     run_dir = tmp_path_factory.mktemp("tiny_image") / "run"
-    result = run_vqt("train", "recipes/image_vqvae.yaml", *TINY_IMAGE, f"train.out_dir={run_dir}")
+    result = run_vqt(
+        "train",
+        "recipes/image_vqvae.yaml",
+        *TINY_IMAGE,
+        "bottleneck.codebook_size=32",
+        f"train.out_dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr
     return run_dir
 
@@ -109,7 +114,6 @@ TINY_SPEECH = [
     "model.encoder.max_channels=32",
     "model.decoder.max_channels=32",
     "model.latent_dim=16",
-    "bottleneck.codebook_size=32",
     "data.segment=2048",
     "train.batch_size=8",
     "train.max_steps=30",
@@ -124,6 +128,31 @@ TINY_SPEECH = [
 def tiny_speech_run(tmp_path_factory) -> Path:
     """A small speech VQ-VAE trained once through the CLI on the shipped Asterisk prompts."""
     run_dir = tmp_path_factory.mktemp("tiny_speech") / "run"
-    result = run_vqt("train", "recipes/speech_vqvae.yaml", *TINY_SPEECH, f"train.out_dir={run_dir}")
+    result = run_vqt(
+        "train",
+        "recipes/speech_vqvae.yaml",
+        *TINY_SPEECH,
+        "bottleneck.codebook_size=32",
+        f"train.out_dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr
     return run_dir
+
+
+TINY_VIDEO = [
+    "model.encoder.hidden=8",
+    "model.decoder.hidden=8",
+    "model.latent_dim=8",
+    "data.frames=4",
+    "data.size=[16,16]",
+    "train.batch_size=2",
+    "train.max_steps=6",
+    "train.log_every=1",
+    "train.picture_every=0",
+    "train.eval_batches=1",
+]
+TINY = {
+    "image": ("image_vqvae", TINY_IMAGE),
+    "speech": ("speech_vqvae", TINY_SPEECH),
+    "video": ("video_vqvae", TINY_VIDEO),
+}
