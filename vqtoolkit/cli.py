@@ -141,7 +141,7 @@ def eval_command(run_dir, data_path, batches):
 
     \b
     Example:
-      vqt eval runs/image_vqvae --data /usr/share/fashion-mnist
+      vqt eval runs/image_vqvae --data /usr/share/datasets/fashion-mnist
     """
     from vqtoolkit.plugins import registry
     from vqtoolkit.train.checkpoint import load_model

@@ -35,9 +35,8 @@ class BatchStream:
     def batches(self, start_step: int = 0):
         epoch, skip = divmod(start_step, self.per_epoch)
         while True:
-            order = torch.randperm(
-                len(self.dataset), generator=torch.Generator().manual_seed(self.seed * 100003 + epoch)
-            )
+            generator = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+            order = torch.randperm(len(self.dataset), generator=generator)
             order = order[skip * self.batch_size : self.per_epoch * self.batch_size]
             loader = DataLoader(
                 self.dataset,
@@ -47,10 +46,16 @@ class BatchStream:
                 pin_memory=self.pin,
                 drop_last=True,
                 persistent_workers=False,
+                generator=generator,  # DataLoader seeds its workers from this, not from the global RNG
             )
             yield from loader
             epoch, skip = epoch + 1, 0
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # Its own generator: iterating a loader without one draws from the global RNG, and a resumed run
+    # would then see different random numbers (restarts, VAE noise) than an uninterrupted one.
+    generator = torch.Generator().manual_seed(0)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=generator
+    )

@@ -177,11 +177,11 @@ class Trainer:
                 raise VQTError(f"training diverged: loss is {stats['loss']} at step {self.step}")
             waited, busy = waited + loaded - start, busy + time.perf_counter() - start
             self.step += 1
+            postfix = {"loss": f"{stats['loss']:.4f}"}
+            if "usage" in stats:
+                postfix["usage"] = f"{stats['usage']:.2f}"
+            bar.set_postfix(postfix, refresh=False)  # update() redraws at most every `interval` seconds
             bar.update(1)
-            bar.set_postfix(
-                loss=f"{stats['loss']:.4f}",
-                **({"usage": f"{stats['usage']:.2f}"} if "usage" in stats else {}),
-            )
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                 self.log(
                     {

@@ -1,0 +1,111 @@
+"""The trainer through the real `vqt` CLI on the shipped Fashion-MNIST sample, with tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from conftest import run_vqt
+from vqt_image.dataset import SAMPLE_DIR
+from vqt_image.io import read_idx, write_image
+
+TINY = ["model.encoder.hidden=16", "model.decoder.hidden=16", "train.batch_size=16", "train.log_every=1"]
+TINY += ["train.device=cpu"]
+TINY_VQ = [*TINY, "bottleneck.codebook_size=32"]
+METRIC_KEYS = {"recon_loss", "psnr", "ssim", "codebook_used_fraction", "codebook_perplexity", "examples"}
+
+
+def train(recipe: str, run_dir, *overrides: str) -> dict:
+    tiny = TINY_VQ if recipe == "image_vqvae" else TINY
+    result = run_vqt("train", f"recipes/{recipe}.yaml", *tiny, f"train.out_dir={run_dir}", *overrides)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def train_losses(run_dir) -> list[float]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if r["split"] == "train"]
+
+
+# The constant schedule lets a 20-step run resumed to 40 steps follow the 40-step run. The shared run
+# restarts codes idle for 2 steps: that keeps the tiny codebook alive and draws from the global RNG
+# at every step (the default, 100, leaves 32 codes collapsed to one within 20 steps).
+RESUMABLE = ["optim.schedule=constant", "train.eval_batches=8"]
+
+
+@pytest.fixture(scope="module")
+def vqvae_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("vqvae")
+    overrides = [*RESUMABLE, "bottleneck.dead_code_steps=2", "train.max_steps=40", "train.picture_every=20"]
+    return run_dir, train("image_vqvae", run_dir, *overrides)
+
+
+def test_tiny_vqvae_trains_and_its_loss_falls(vqvae_run):
+    run_dir, results = vqvae_run
+    for name in ("config.yaml", "model.safetensors", "state.safetensors", "metrics.jsonl"):
+        assert (run_dir / name).is_file(), name
+    assert sorted(p.name for p in run_dir.glob("recon_*.png")) == ["recon_000020.png", "recon_000040.png"]
+    assert results["step"] == 40 and METRIC_KEYS <= results.keys()
+    assert results["codebook_used_fraction"] > 0.5 and results["codebook_perplexity"] > 2
+    assert results["psnr"] > 8 and 0 < results["ssim"] <= 1
+    losses = train_losses(run_dir)
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def resume(run_dir, *overrides: str) -> None:
+    result = run_vqt("train", "--resume", str(run_dir), *overrides)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["step"] == 40
+
+
+def test_resumed_run_repeats_the_uninterrupted_loss_curve(vqvae_run, tmp_path):
+    # dead-code restarts every 2 steps draw random numbers all along: the RNG state must resume exactly
+    whole, _ = vqvae_run
+    overrides = [
+        *RESUMABLE,
+        "bottleneck.dead_code_steps=2",
+        "train.max_steps=20",
+        "train.checkpoint_every=10",
+    ]
+    train("image_vqvae", tmp_path, *overrides)
+    resume(tmp_path, "train.max_steps=40")
+    assert train_losses(tmp_path) == train_losses(whole)  # bitwise on CPU
+
+
+def test_gaussian_vae_reports_elbo_and_bits_per_dim(tmp_path):
+    results = train("image_vae", tmp_path, "train.max_steps=10", "train.eval_batches=4")
+    assert results["bits_per_dim"] > 0 and results["elbo"] < 0
+    assert results["bits_per_dim"] == pytest.approx(-results["elbo"] / (28 * 28 * math.log(2)), rel=1e-5)
+
+
+def test_plain_autoencoder_trains(tmp_path):
+    results = train("image_ae", tmp_path, "train.max_steps=10", "train.eval_batches=4")
+    assert results["psnr"] > 5 and "codebook_used_fraction" not in results and "elbo" not in results
+
+
+def test_eval_repeats_the_final_metrics_and_takes_other_data(vqvae_run, tmp_path):
+    run_dir, trained = vqvae_run
+    result = run_vqt("eval", str(run_dir), "--batches", "8")
+    assert result.returncode == 0, result.stderr
+    evaluated = json.loads(result.stdout)
+    assert evaluated.keys() == trained.keys() - {"run_dir", "step"}
+    assert evaluated["examples"] == trained["examples"] == 8 * 16
+    assert evaluated["psnr"] == pytest.approx(trained["psnr"], rel=1e-6)
+
+    images = read_idx(SAMPLE_DIR / "t10k-images-idx3-ubyte.gz")[:20, None].float() / 255
+    for index, image in enumerate(images):
+        write_image(tmp_path / f"{index:02d}.png", image)
+    result = run_vqt("eval", str(run_dir), "--data", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    evaluated = json.loads(result.stdout)
+    assert evaluated.keys() == trained.keys() - {"run_dir", "step"}
+    assert evaluated["examples"] == 2 and math.isfinite(evaluated["psnr"])
+
+
+def test_resume_from_a_folder_that_is_not_a_run_fails_in_one_line(tmp_path):
+    result = run_vqt("train", "--resume", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tmp_path}: not a vqt run directory (no config.yaml)"
+    assert result.stdout == ""
