@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from PIL import Image
-from torchvision.utils import make_grid
 
 
 def save_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path) -> None:
@@ -27,11 +27,11 @@ def save_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor,
             v.repeat_interleave(scale, -2).repeat_interleave(scale, -1) for v in (originals, reconstructions)
         )
     count = min(len(originals), 8)
-    grid = make_grid(
-        torch.cat([originals[:count], reconstructions[:count]]), nrow=count, padding=2, pad_value=1.0
-    )
-    pixels = rearrange((grid.clamp(0, 1) * 255).round().to(torch.uint8), "c h w -> h w c")
-    Image.fromarray(pixels.squeeze(-1).numpy() if grid.shape[0] == 1 else pixels.numpy()).save(path)
+    pictures = torch.cat([originals[:count], reconstructions[:count]]).clamp(0, 1)
+    pictures = F.pad(pictures.expand(-1, 3, -1, -1), (2, 0, 2, 0), value=1.0)  # white lines between pictures
+    grid = F.pad(rearrange(pictures, "(r n) c h w -> c (r h) (n w)", r=2), (0, 2, 0, 2), value=1.0)
+    pixels = rearrange((grid * 255).round().to(torch.uint8), "c h w -> h w c")
+    Image.fromarray(pixels.numpy()).save(path)
 
 
 def waveform_image(audio: torch.Tensor, height: int = 64, width: int = 256) -> torch.Tensor:

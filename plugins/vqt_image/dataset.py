@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from vqt_image.io import IMAGE_EXTENSIONS, image_size, read_idx, read_image, read_npz
 from vqtoolkit.errors import VQTError
+from vqtoolkit.stream import pad_to_multiple as pad_grid
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "fashion_mnist_small"
 IDX_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
@@ -44,6 +43,8 @@ def fit(image: Tensor, size: tuple[int, int], mode: ResizeMode) -> Tensor:
     pad: shrink (keeping the aspect ratio) only if larger than H x W, then zero-pad, centred.
     crop: enlarge (keeping the aspect ratio) only if smaller than H x W, then crop the centre.
     """
+    import torchvision.transforms.v2.functional as TF  # ~160 MB resident: load it only when resizing
+
     height, width = image.shape[-2:]
     if (height, width) == size:
         return image
@@ -60,11 +61,7 @@ def fit(image: Tensor, size: tuple[int, int], mode: ResizeMode) -> Tensor:
 
 def pad_to_multiple(image: Tensor, multiple: int) -> Tensor:
     """Replicate the last row/column so that H and W become multiples of `multiple` (bottom/right)."""
-    height, width = image.shape[-2:]
-    extra_h, extra_w = -height % multiple, -width % multiple
-    if not extra_h and not extra_w:
-        return image
-    return F.pad(image[None], (0, extra_w, 0, extra_h), mode="replicate")[0]
+    return pad_grid(image[None], (multiple, multiple))[0]
 
 
 class ImageDataset(Dataset):

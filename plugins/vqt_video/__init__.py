@@ -108,4 +108,3 @@ def register_encoders(register):
 @hookimpl
 def register_decoders(register):
     register("vqvae3d", VQVAE3DDecoder)
-
