@@ -78,7 +78,10 @@ def test_component_shorthand_and_override_into_it():
             "bottleneck.name=gausian",
             "bottleneck.name: unknown bottleneck 'gausian' (did you mean 'gaussian'?)",
         ),
-        ("model.encoder.name=vqvae_2d", "model.encoder.name: unknown encoder 'vqvae_2d' (did you mean 'vqvae2d'?)"),
+        (
+            "model.encoder.name=vqvae_2d",
+            "model.encoder.name: unknown encoder 'vqvae_2d' (did you mean 'vqvae2d'?)",
+        ),
         ("model.encoder.hiden=8", "model.encoder.hiden: unknown key (did you mean 'model.encoder.hidden'?)"),
         ("model.loss.name=bcee", "model.loss.name: unknown loss 'bcee' (did you mean 'bce'?)"),
         ("data.modality=imag", "unknown modality 'imag' (did you mean 'image'?)"),

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from vqt_image.dataset import image_dataset
 from vqt_image.io import read_image, write_image
 
-from vqtoolkit.tokenize import pad_to_multiple
+from vqtoolkit.stream import pad_to_multiple
 from vqtoolkit.train.checkpoint import load_model
 
 
