@@ -4,6 +4,7 @@ from vqtoolkit import losses
 from vqtoolkit.hookspecs import hookimpl
 from vqtoolkit.nn.conv import ConvDecoder, ConvEncoder
 from vqtoolkit.nn.gaussian import GaussianBottleneck, IdentityBottleneck
+from vqtoolkit.nn.pixelcnn import PixelCNN
 from vqtoolkit.nn.quantize import ResidualVQ, VectorQuantizer
 
 
@@ -23,6 +24,11 @@ def register_encoders(register):
 @hookimpl
 def register_decoders(register):
     register("conv", ConvDecoder)
+
+
+@hookimpl
+def register_priors(register):
+    register("pixelcnn", PixelCNN)
 
 
 @hookimpl

@@ -127,7 +127,13 @@ def train(recipe, overrides, resume_dir):
             raise VQTError(f"{resume_dir}: not a vqt run directory (no {CONFIG_FILE})")
     elif not recipe:
         raise click.UsageError("give a recipe, e.g. vqt train recipes/image_vqvae.yaml")
-    trainer = Trainer(load_recipe(recipe, overrides), run_dir=resume_dir, resume=bool(resume_dir))
+    recipe = load_recipe(recipe, overrides)
+    if recipe.tokenizer:  # a prior over the codes of a trained VQ-VAE
+        from vqtoolkit.train.prior import PriorTrainer
+
+        trainer = PriorTrainer(recipe, run_dir=resume_dir, resume=bool(resume_dir))
+    else:
+        trainer = Trainer(recipe, run_dir=resume_dir, resume=bool(resume_dir))
     results = trainer.fit()
     click.echo(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.step, **results}, indent=2))
 
@@ -137,19 +143,26 @@ def train(recipe, overrides, resume_dir):
 @click.option("--data", "data_path", help="Evaluate on this data instead of the run's held-out split.")
 @click.option("--batches", default=0, help="Stop after this many batches (0 = all).")
 def eval_command(run_dir, data_path, batches):
-    """Evaluate a trained model on held-out data and print the metrics as JSON.
+    """Evaluate a trained model (or prior) on held-out data and print the metrics as JSON.
+
+    For a prior run: its NLL in bits per code and the bound in bits per data dimension.
 
     \b
-    Example:
+    Examples:
       vqt eval runs/image_vqvae --data /usr/share/datasets/fashion-mnist
+      vqt eval runs/image_prior
     """
     from vqtoolkit.plugins import registry
     from vqtoolkit.train.checkpoint import load_model
     from vqtoolkit.train.data import eval_loader, make_dataset
     from vqtoolkit.train.evaluate import evaluate
     from vqtoolkit.train.loop import resolve_device
+    from vqtoolkit.train.prior import evaluate_prior_run, is_prior_run
 
     device = resolve_device("auto")
+    if is_prior_run(run_dir):
+        click.echo(json.dumps(evaluate_prior_run(run_dir, data_path, str(device)), indent=2))
+        return
     model, recipe = load_model(run_dir, device)
     if data_path:
         recipe.data.eval_path = data_path
@@ -190,6 +203,7 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir):
 
     from tqdm import tqdm
 
+    from vqtoolkit.progress import progress
     from vqtoolkit.tokenize import Tokenizer
 
     tokenizer = Tokenizer.load(run_dir, device)
@@ -202,7 +216,7 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir):
         click.echo(f"note: {note}" if note else f"wrote {target}", err=True)
         return
     failures = 0
-    for path in tqdm(files, desc="tokenize", unit="file"):
+    for path in progress(files, desc="tokenize", unit="file"):
         target = output / (path.stem + ".codes")
         try:
             note = tokenizer.tokenize(path, target, audio)
@@ -245,6 +259,38 @@ def decode(codes, run_dir, output, device, audio_run_dir):
     if note:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {output}", err=True)
+
+
+@cli.command("sample")
+@click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="The VQ-VAE run.")
+@click.option("--prior", "prior_dir", required=True, type=click.Path(file_okay=False), help="A prior run.")
+@click.option("-n", "count", default=16, show_default=True, help="How many samples.")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder for the samples."
+)
+@click.option("--temperature", default=1.0, show_default=True, help="Below 1: safer samples; above: wilder.")
+@click.option("--seed", default=0, show_default=True, help="The same seed gives the same samples.")
+@click.option("--naive", is_flag=True, help="Recompute the whole grid per position (slow; for checking).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def sample_command(run_dir, prior_dir, count, output, temperature, seed, naive, device):
+    """Generate new media: sample codes from a prior and decode them.
+
+    Writes sample_000.png (or .wav, .mp4) ... and, for images, one grid.png of all of them.
+
+    \b
+    Example:
+      vqt sample --model runs/image_vqvae --prior runs/image_prior -n 16 -o samples/
+    """
+    from pathlib import Path
+
+    from vqtoolkit.tokenize import Tokenizer
+    from vqtoolkit.train.prior import sample_media
+
+    if count < 1 or temperature <= 0:
+        raise VQTError("-n must be at least 1 and --temperature above 0")
+    tokenizer = Tokenizer.load(run_dir, device)
+    paths = sample_media(tokenizer, prior_dir, count, Path(output), temperature, seed, cached=not naive)
+    click.echo(f"wrote {len(paths)} samples to {output}", err=True)
 
 
 def main():

@@ -76,6 +76,7 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prior: Component | None = None
+    tokenizer: str = ""  # prior recipes: the trained VQ-VAE run whose codes the prior models
 
 
 class RecipeError(VQTError):
@@ -181,6 +182,8 @@ def check_recipe(recipe: Recipe, source: str = "recipe", lines: dict[str, int | 
     from vqtoolkit.plugins import registry
 
     where = _Where(source, lines or {})
+    if recipe.tokenizer:
+        return _check_prior_recipe(recipe, where)
     try:
         modality = registry("modalities").entry(recipe.data.modality, "data.modality").factory
     except VQTError as exc:
@@ -203,6 +206,28 @@ def check_recipe(recipe: Recipe, source: str = "recipe", lines: dict[str, int | 
         except VQTError as exc:
             raise where.error(f"{key}.name", str(exc).split(": ", 1)[1]) from None
         check_options(factory, component.args, key, where)
+
+
+def _check_prior_recipe(recipe: Recipe, where: _Where) -> None:
+    """A prior recipe: a trained tokenizer run, a prior component, and only data paths from `data`."""
+    from vqtoolkit.plugins import registry
+
+    run = Path(recipe.tokenizer)
+    if not (run / "config.yaml").is_file() or not (run / "model.safetensors").is_file():
+        raise where.error(
+            "tokenizer", f"'{run}' is not a trained run directory (train its VQ-VAE recipe first)"
+        )
+    if recipe.data.options:
+        key = f"data.{next(iter(recipe.data.options))}"
+        raise where.error(
+            key, "a prior recipe takes only data.path and data.eval_path; the rest comes from the tokenizer"
+        )
+    prior = recipe.prior or Component()
+    try:
+        factory = registry("priors").get(prior.name or "pixelcnn", "prior.name")
+    except VQTError as exc:
+        raise where.error("prior.name", str(exc).split(": ", 1)[1]) from None
+    check_options(factory, prior.args, "prior", where)
 
 
 def instantiate(kind: str, component: Component, key: str, default: str = "", /, *args, **host_args):

@@ -27,9 +27,15 @@ def save_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor,
             v.repeat_interleave(scale, -2).repeat_interleave(scale, -1) for v in (originals, reconstructions)
         )
     count = min(len(originals), 8)
-    pictures = torch.cat([originals[:count], reconstructions[:count]]).clamp(0, 1)
-    pictures = F.pad(pictures.expand(-1, 3, -1, -1), (2, 0, 2, 0), value=1.0)  # white lines between pictures
-    grid = F.pad(rearrange(pictures, "(r n) c h w -> c (r h) (n w)", r=2), (0, 2, 0, 2), value=1.0)
+    save_grid(torch.cat([originals[:count], reconstructions[:count]]), path, columns=count)
+
+
+def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
+    """Images (N, C, H, W) in [0, 1] as one picture, `columns` wide, with white lines between them."""
+    rows = -(-len(images) // columns)
+    blank = images.new_ones(rows * columns - len(images), *images.shape[1:])
+    pictures = F.pad(torch.cat([images, blank]).clamp(0, 1).expand(-1, 3, -1, -1), (2, 0, 2, 0), value=1.0)
+    grid = F.pad(rearrange(pictures, "(r n) c h w -> c (r h) (n w)", n=columns), (0, 2, 0, 2), value=1.0)
     pixels = rearrange((grid * 255).round().to(torch.uint8), "c h w -> h w c")
     Image.fromarray(pixels.numpy()).save(path)
 

@@ -32,6 +32,7 @@ def register_modalities(register):
             stream=stream_audio,
             stream_writer=_stream_writer,
             info=audio_info,
+            meta={"sample_bits": 16},  # the bin width of the bits/dim bound
         ),
     )
 

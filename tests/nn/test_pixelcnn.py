@@ -7,7 +7,7 @@ from einops import reduce
 from torch import nn
 
 from vqtoolkit.nn.pixelcnn import MaskedConv, PixelCNN, raster_mask
-from vqtoolkit.nn.pixelcnn_sampling import _Cache, bits_per_code, log_likelihood, sample
+from vqtoolkit.nn.pixelcnn_sampling import _Cache, bits_per_code, negative_log_likelihood, sample
 
 
 @pytest.fixture(autouse=True)
@@ -208,7 +208,7 @@ def test_uniform_logits_give_n_log_k(rank, grid):
         model.head[-1].bias.zero_()
     codes = torch.randint(7, (3, *grid))
     ones = torch.ones(3, dtype=torch.float64)
-    torch.testing.assert_close(log_likelihood(model, codes), ones * math.prod(grid) * math.log(7))
+    torch.testing.assert_close(negative_log_likelihood(model, codes), ones * math.prod(grid) * math.log(7))
     torch.testing.assert_close(bits_per_code(model, codes), ones * math.log2(7))
 
 
@@ -216,7 +216,7 @@ def test_log_likelihood_sums_the_log_probabilities_of_the_codes():
     model = small_model(2)
     codes = torch.randint(7, (2, 3, 4))
     log_probs = torch.log_softmax(model(codes), dim=1).gather(1, codes[:, None])
-    torch.testing.assert_close(log_likelihood(model, codes), -log_probs.sum(dim=(1, 2, 3)))
+    torch.testing.assert_close(negative_log_likelihood(model, codes), -log_probs.sum(dim=(1, 2, 3)))
 
 
 def test_bad_inputs_are_refused():

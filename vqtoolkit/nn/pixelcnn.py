@@ -154,7 +154,7 @@ class PixelCNN(nn.Module):
     def __init__(
         self,
         codebook_size: int,
-        rank: int = 2,
+        rank: int,
         hidden: int = 64,
         layers: int = 8,
         kernel: int = 3,

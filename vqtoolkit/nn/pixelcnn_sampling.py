@@ -130,7 +130,7 @@ def sample(
     return codes
 
 
-def log_likelihood(model: PixelCNN, codes: Tensor, labels: Tensor | None = None) -> Tensor:
+def negative_log_likelihood(model: PixelCNN, codes: Tensor, labels: Tensor | None = None) -> Tensor:
     """Negative log-likelihood of codes (B, *grid) in nats, summed over positions: (B,)."""
     nll = F.cross_entropy(model(codes, labels), codes, reduction="none")
     return reduce(nll, "b ... -> b", "sum")
@@ -138,29 +138,4 @@ def log_likelihood(model: PixelCNN, codes: Tensor, labels: Tensor | None = None)
 
 def bits_per_code(model: PixelCNN, codes: Tensor, labels: Tensor | None = None) -> Tensor:
     """Negative log-likelihood in bits per position: (B,)."""
-    return log_likelihood(model, codes, labels) / (math.prod(codes.shape[1:]) * math.log(2))
-
-
-def _benchmark(batch: int = 16, side: int = 32, naive_positions: int = 16) -> None:
-    """Time cached sampling of a whole grid against naive sampling of its first positions, extrapolated."""
-    import time
-
-    torch.manual_seed(0)
-    model = PixelCNN(codebook_size=512, rank=2, hidden=64, layers=8, kernel=3).eval()
-    start = time.perf_counter()
-    sample(model, (batch, side, side), generator=torch.Generator().manual_seed(0))
-    cached = time.perf_counter() - start
-
-    codes = torch.zeros(batch, side, side, dtype=torch.long)
-    start = time.perf_counter()
-    with torch.no_grad():
-        for _ in range(naive_positions):
-            _draw(model(codes)[:, :, 0, 0], 1.0, None)
-    naive = (time.perf_counter() - start) / naive_positions * side * side
-    print(f"{side}x{side} codes, batch {batch}, {torch.get_num_threads()} threads for the naive sampler")
-    ratio = naive / cached
-    print(f"cached {cached:.2f} s, naive {naive:.1f} s (from {naive_positions} positions): {ratio:.0f}x")
-
-
-if __name__ == "__main__":
-    _benchmark()
+    return negative_log_likelihood(model, codes, labels) / (math.prod(codes.shape[1:]) * math.log(2))

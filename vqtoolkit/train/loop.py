@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from vqtoolkit.config import Recipe, dump_recipe
 from vqtoolkit.errors import VQTError
 from vqtoolkit.model import Autoencoder, build_model
 from vqtoolkit.pictures import save_reconstructions
 from vqtoolkit.plugins import registry
+from vqtoolkit.progress import progress
 from vqtoolkit.train.checkpoint import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -165,8 +164,7 @@ class Trainer:
         stream = BatchStream(self.train_set, cfg.batch_size, cfg.seed, self.recipe.data.num_workers, pin)
         batches = stream.batches(self.step)
         fixed = next(iter(eval_loader(self.eval_set, min(8, len(self.eval_set)))))
-        interval = 0.5 if sys.stderr.isatty() else 30  # logs and CI get a line every 30 s, not every step
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", mininterval=interval)
+        bar = progress(total=cfg.max_steps, initial=self.step, desc="train", unit="step")
         waited = busy = 0.0
         while self.step < cfg.max_steps:
             start = time.perf_counter()

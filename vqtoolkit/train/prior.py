@@ -1,0 +1,245 @@
+"""Training and evaluating PixelCNN priors over the codes of a trained VQ-VAE run, and sampling media."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch.utils.data import DataLoader
+
+from vqtoolkit.config import Component, Recipe, dump_recipe, instantiate, load_recipe
+from vqtoolkit.errors import VQTError
+from vqtoolkit.nn.pixelcnn_sampling import negative_log_likelihood, sample
+from vqtoolkit.progress import progress
+from vqtoolkit.tokenize import Tokenizer
+from vqtoolkit.train.checkpoint import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    atomic_write,
+    load_state,
+    load_tensors,
+    save_state,
+    save_tensors,
+)
+from vqtoolkit.train.data import BatchStream, make_dataset
+from vqtoolkit.train.loop import learning_rate, resolve_device
+
+
+def tokenizer_recipe(recipe: Recipe, tokenizer: Tokenizer) -> Recipe:
+    """The VQ-VAE run's own recipe, with the data paths the prior recipe sets (if any)."""
+    vq_recipe = tokenizer.recipe
+    for key in ("path", "eval_path"):
+        if getattr(recipe.data, key):
+            setattr(vq_recipe.data, key, getattr(recipe.data, key))
+    return vq_recipe
+
+
+@torch.no_grad()
+def extract_codes(tokenizer: Tokenizer, vq_recipe: Recipe, split: str, cache: Path) -> torch.Tensor:
+    """Codes (N, *latent_grid) of every example of a split, cached in the prior's run directory and
+    recomputed when the VQ-VAE or the data changes."""
+    key = {"model_hash": tokenizer.model_hash, "data": vq_recipe.data.path, "eval": vq_recipe.data.eval_path}
+    if cache.is_file():
+        with safe_open(str(cache), "pt") as f:
+            if json.loads(f.metadata().get("key", "{}")) == key:
+                return f.get_tensor("codes").long()
+    dataset = make_dataset(vq_recipe, tokenizer.modality, split)
+    loader = DataLoader(dataset, batch_size=vq_recipe.train.batch_size)
+    model, codes = tokenizer.model, []
+    for batch in progress(loader, desc=f"tokenizing {split}", unit="batch", leave=False):
+        codes.append(model.encode(batch.to(tokenizer.device)).cpu())
+    codes = torch.cat(codes)
+    save_tensors(cache, {"codes": codes.to(torch.int32)}, {"key": json.dumps(key)})
+    return codes
+
+
+class PriorTrainer:
+    """Fits a prior to the codes a VQ-VAE run gives its training data; evaluates on the held-out split."""
+
+    def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, resume: bool = False):
+        self.recipe, cfg = recipe, recipe.train
+        self.run_dir = Path(run_dir or cfg.out_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(cfg.device)
+        self.tokenizer = Tokenizer.load(recipe.tokenizer, str(self.device))
+        sizes = self.tokenizer.model.bottleneck.codebook_sizes()
+        if len(sizes) != 1:
+            raise VQTError(
+                f"tokenizer: {recipe.tokenizer} has {len(sizes)} codebooks; priors model one (use vq)"
+            )
+        self.vq_recipe = tokenizer_recipe(recipe, self.tokenizer)
+        torch.manual_seed(cfg.seed)
+        self.codes = {
+            split: extract_codes(
+                self.tokenizer, self.vq_recipe, split, self.run_dir / f"codes_{split}.safetensors"
+            )
+            for split in ("train", "test")
+        }
+        rank = self.tokenizer.modality.rank
+        component = recipe.prior or Component()
+        self.prior = instantiate("priors", component, "prior", "pixelcnn", sizes[0], rank).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.prior.parameters(), lr=recipe.optim.lr, betas=recipe.optim.betas,
+            weight_decay=recipe.optim.weight_decay, fused=self.device.type == "cuda" or None,
+        )  # fmt: skip
+        self.step = 0
+        if resume:
+            self.prior.load_state_dict(load_tensors(self.run_dir / MODEL_FILE))
+            self.step = load_state(self.run_dir / STATE_FILE, self.optimizer)["step"]
+        else:
+            (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
+        atomic_write(self.run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(dump_recipe(recipe)))
+
+    def log(self, record: dict) -> None:
+        with open(self.run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def checkpoint(self) -> None:
+        grid = list(self.codes["train"].shape[1:])
+        meta = {"tokenizer_hash": self.tokenizer.model_hash, "grid": json.dumps(grid)}
+        save_tensors(self.run_dir / MODEL_FILE, self.prior.state_dict(), meta)
+        save_state(self.run_dir / STATE_FILE, self.optimizer, self.step)
+
+    def fit(self) -> dict:
+        cfg = self.recipe.train
+        batches = BatchStream(self.codes["train"], cfg.batch_size, cfg.seed).batches(self.step)
+        bar = progress(total=cfg.max_steps, initial=self.step, desc="train prior", unit="step")
+        started = time.perf_counter()
+        while self.step < cfg.max_steps:
+            self.prior.train()
+            for group in self.optimizer.param_groups:
+                group["lr"] = learning_rate(self.recipe, self.step)
+            codes = next(batches).to(self.device)
+            loss = F.cross_entropy(self.prior(codes), codes)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.recipe.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.prior.parameters(), self.recipe.optim.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            bits = loss.item() / math.log(2)
+            bar.set_postfix({"bits/code": f"{bits:.3f}"}, refresh=False)
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                self.log({"step": self.step, "split": "train", "bits_per_code": bits})
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.checkpoint()
+        bar.close()
+        self.checkpoint()
+        results = evaluate_prior(self.prior, self.tokenizer, self.vq_recipe, self.codes["test"])
+        results["train_seconds"] = time.perf_counter() - started
+        self.log({"step": self.step, "split": "eval", **results})
+        return results
+
+
+@torch.no_grad()
+def evaluate_prior(
+    prior, tokenizer: Tokenizer, vq_recipe: Recipe, codes: torch.Tensor, batch: int = 64
+) -> dict:
+    """The prior's NLL in bits per code and, as in the VQ-VAE paper, a bound in bits per data dimension:
+    (prior NLL of the codes + reconstruction NLL) / dims. The reconstruction term is the decoder's
+    Gaussian likelihood with the variance fitted to the held-out squared error, discretised to the
+    media's sample bins (8-bit pixels; 16-bit audio)."""
+    prior.eval()
+    modality, model = tokenizer.modality, tokenizer.model
+    dataset = make_dataset(vq_recipe, modality, "test")
+    prior_nll, squared, dims = [], [], None
+    for start in range(0, len(codes), batch):
+        chunk = codes[start : start + batch].to(tokenizer.device)
+        prior_nll.append(negative_log_likelihood(prior, chunk).cpu())
+        media = torch.stack([dataset[i] for i in range(start, start + len(chunk))]).to(tokenizer.device)
+        recon = model.decode(chunk).float()
+        squared.append((recon - media).pow(2).flatten(1).sum(1).cpu())
+        dims = media[0].numel()
+    prior_nll, squared = torch.cat(prior_nll).double(), torch.cat(squared).double()
+    variance = squared.sum() / (len(squared) * dims)
+    low, high = modality.value_range
+    bin_width = (high - low) / 2 ** modality.meta.get("sample_bits", 8)
+    recon_nll = (
+        0.5 * dims * math.log(2 * math.pi * variance) + squared / (2 * variance) - dims * math.log(bin_width)
+    )
+    codes_per_example = math.prod(codes.shape[1:])
+    return {
+        "bits_per_code": (prior_nll.mean() / (codes_per_example * math.log(2))).item(),
+        "prior_bits_per_dim": (prior_nll.mean() / (dims * math.log(2))).item(),
+        "recon_bits_per_dim": (recon_nll.mean() / (dims * math.log(2))).item(),
+        "bits_per_dim": ((prior_nll + recon_nll).mean() / (dims * math.log(2))).item(),
+        "examples": len(codes),
+    }
+
+
+def load_prior(run_dir: str | Path, device: str = "cpu"):
+    """(prior, recipe, grid, tokenizer hash) from a prior run directory."""
+    from vqtoolkit.plugins import registry
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / MODEL_FILE).is_file():
+        raise VQTError(f"{run_dir}: not a vqt prior run directory (needs {CONFIG_FILE} and {MODEL_FILE})")
+    recipe = load_recipe(run_dir / CONFIG_FILE)
+    if not recipe.tokenizer:
+        raise VQTError(f"{run_dir}: is not a prior run (its recipe names no tokenizer)")
+    weights = load_tensors(run_dir / MODEL_FILE)
+    with safe_open(str(run_dir / MODEL_FILE), "pt") as f:
+        meta = f.metadata()
+    component = recipe.prior or Component()
+    factory = registry("priors").get(component.name or "pixelcnn")
+    codebook_size = weights["embed.weight"].shape[0]
+    grid = json.loads(meta["grid"])
+    prior = factory(codebook_size, len(grid), **component.args)
+    prior.load_state_dict(weights)
+    return prior.to(device).eval(), recipe, grid, meta["tokenizer_hash"]
+
+
+def sample_media(tokenizer: Tokenizer, prior_dir: str | Path, count: int, out_dir: Path, temperature: float,
+                 seed: int, cached: bool = True) -> list[Path]:  # fmt: skip
+    """Draw `count` code grids from the prior, decode them with the VQ-VAE and write media files."""
+    prior, _, grid, tokenizer_hash = load_prior(prior_dir, str(tokenizer.device))
+    if tokenizer_hash != tokenizer.model_hash:
+        raise VQTError(
+            f"{prior_dir}: this prior was trained on the codes of another model (hash {tokenizer_hash}, "
+            f"{tokenizer.run_dir} has {tokenizer.model_hash})"
+        )
+    generator = torch.Generator(device=tokenizer.device).manual_seed(seed)
+    codes = sample(prior, (count, *grid), temperature, generator=generator, cached=cached)
+    media = tokenizer.model.decode(codes).float().clamp(*tokenizer.modality.value_range).cpu()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    modality = tokenizer.modality
+    suffix = {"image": ".png", "speech": ".wav", "video": ".mp4"}.get(modality.name, modality.extensions[0])
+    meta = tokenizer.options(modality.stream or modality.read)  # e.g. the sample rate the model works at
+    meta["fps"] = meta.get("fps") or 25.0
+    paths = []
+    for index, item in enumerate(media):
+        path = out_dir / f"sample_{index:03d}{suffix}"
+        modality.write(path, item, meta)
+        paths.append(path)
+    if modality.rank == 2:
+        from vqtoolkit.pictures import save_grid
+
+        save_grid(media, out_dir / "grid.png")
+    return paths
+
+
+def is_prior_run(run_dir: str | Path) -> bool:
+    config = Path(run_dir) / CONFIG_FILE
+    return config.is_file() and bool(load_recipe(config, check=False).tokenizer)
+
+
+def evaluate_prior_run(run_dir: str | Path, data_path: str | None = None, device: str = "cpu") -> dict:
+    """`vqt eval` of a prior run: codes of the held-out split (or of `data_path`) through the prior."""
+    prior, recipe, _, tokenizer_hash = load_prior(run_dir, device)
+    tokenizer = Tokenizer.load(recipe.tokenizer, device)
+    if tokenizer_hash != tokenizer.model_hash:
+        raise VQTError(f"{run_dir}: its tokenizer {recipe.tokenizer} has changed since the prior was trained")
+    if data_path:
+        recipe.data.eval_path = data_path
+    vq_recipe = tokenizer_recipe(recipe, tokenizer)
+    cache = Path(run_dir) / ("codes_test.safetensors" if not data_path else "codes_eval.safetensors")
+    codes = extract_codes(tokenizer, vq_recipe, "test", cache)
+    return evaluate_prior(prior, tokenizer, vq_recipe, codes)
