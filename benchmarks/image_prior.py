@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:22}{results[key]:10.4f}")
     print(
         f"image prior: {results['bits_per_code']:.3f} bits per code (uniform: {math.log2(codebook):.0f}), "
-        f"bound {results['bits_per_dim']:.3f} bits/dim on {results['examples']} Fashion-MNIST test images (cpu)"
+        f"bound {results['bits_per_dim']:.3f} bits/dim on {results['examples']} Fashion-MNIST test images"
     )
     if args.json:
         args.json.write_text(json.dumps({"vqvae": vq_results, "prior": results}, indent=2))
