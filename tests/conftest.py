@@ -93,21 +93,6 @@ TINY_IMAGE = [
 ]
 
 
-@pytest.fixture(scope="session")
-def tiny_image_run(tmp_path_factory) -> Path:
-    """A small image VQ-VAE trained once through the CLI on the shipped Fashion-MNIST sample."""
-    run_dir = tmp_path_factory.mktemp("tiny_image") / "run"
-    result = run_vqt(
-        "train",
-        "recipes/image_vqvae.yaml",
-        *TINY_IMAGE,
-        "bottleneck.codebook_size=32",
-        f"train.out_dir={run_dir}",
-    )
-    assert result.returncode == 0, result.stderr
-    return run_dir
-
-
 TINY_SPEECH = [
     "model.encoder.hidden=8",
     "model.decoder.hidden=8",
@@ -122,21 +107,6 @@ TINY_SPEECH = [
     "train.eval_batches=2",
     "optim.lr=0.003",
 ]
-
-
-@pytest.fixture(scope="session")
-def tiny_speech_run(tmp_path_factory) -> Path:
-    """A small speech VQ-VAE trained once through the CLI on the shipped Asterisk prompts."""
-    run_dir = tmp_path_factory.mktemp("tiny_speech") / "run"
-    result = run_vqt(
-        "train",
-        "recipes/speech_vqvae.yaml",
-        *TINY_SPEECH,
-        "bottleneck.codebook_size=32",
-        f"train.out_dir={run_dir}",
-    )
-    assert result.returncode == 0, result.stderr
-    return run_dir
 
 
 TINY_VIDEO = [
@@ -156,3 +126,25 @@ TINY = {
     "speech": ("speech_vqvae", TINY_SPEECH),
     "video": ("video_vqvae", TINY_VIDEO),
 }
+
+
+def train_tiny(modality: str, run_dir: Path) -> Path:
+    """Train the modality's VQ-VAE recipe at its tiny size through the CLI (32 codes)."""
+    recipe, tiny = TINY[modality]
+    result = run_vqt(
+        "train", f"recipes/{recipe}.yaml", *tiny, "bottleneck.codebook_size=32", f"train.out_dir={run_dir}"
+    )
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_image_run(tmp_path_factory) -> Path:
+    """A small image VQ-VAE trained once on the shipped Fashion-MNIST sample."""
+    return train_tiny("image", tmp_path_factory.mktemp("tiny_image") / "run")
+
+
+@pytest.fixture(scope="session")
+def tiny_speech_run(tmp_path_factory) -> Path:
+    """A small speech VQ-VAE trained once on the shipped Asterisk prompts."""
+    return train_tiny("speech", tmp_path_factory.mktemp("tiny_speech") / "run")

@@ -174,6 +174,10 @@ def eval_command(run_dir, data_path, batches):
     click.echo(json.dumps(results, indent=2))
 
 
+def audio_model_option(help: str):
+    return click.option("--audio-model", "audio_run_dir", type=click.Path(file_okay=False), help=help)
+
+
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
@@ -181,10 +185,7 @@ def eval_command(run_dir, data_path, batches):
 )
 @click.option("-o", "--output", required=True, help="A .codes file for one input, else a folder.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option(
-    "--audio-model", "audio_run_dir", type=click.Path(file_okay=False),
-    help="A speech run: videos also get their audio track's codes, in the same codes file.",
-)  # fmt: skip
+@audio_model_option("A speech run: videos also get their audio track's codes, in the same codes file.")
 def tokenize(inputs, run_dir, output, device, audio_run_dir):
     """Turn media files (or folders of them) into codes files.
 
@@ -238,10 +239,7 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir):
 )
 @click.option("-o", "--output", required=True, help="The media file to write, e.g. recon.png.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option(
-    "--audio-model", "audio_run_dir", type=click.Path(file_okay=False),
-    help="The speech run that made the audio codes of a video: the output gets both streams.",
-)  # fmt: skip
+@audio_model_option("The speech run that made the audio codes of a video: the output gets both streams.")
 def decode(codes, run_dir, output, device, audio_run_dir):
     """Turn a codes file back into media at its original size.
 

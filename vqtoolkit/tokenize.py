@@ -13,6 +13,7 @@ import torch
 from vqtoolkit.codes import CodesMeta, read_codes_with_audio, write_codes
 from vqtoolkit.config import Recipe
 from vqtoolkit.errors import VQTError
+from vqtoolkit.media import media_files
 from vqtoolkit.modality import Modality
 from vqtoolkit.model import Autoencoder
 from vqtoolkit.plugins import registry
@@ -44,13 +45,10 @@ class Tokenizer:
         """Expand folders into the files this model's modality reads, sorted."""
         files = []
         for path in map(Path, paths):
-            if path.is_dir():
-                found = sorted(p for p in path.rglob("*") if p.suffix.lower() in self.modality.extensions)
-                if not found:
-                    raise VQTError(f"{path}: no {self.modality.name} files in this folder")
-                files += found
-            else:
-                files.append(path)
+            found = (
+                media_files(path, self.modality.extensions, self.modality.name) if path.is_dir() else [path]
+            )
+            files.extend(found)
         return files
 
     def options(self, fn) -> dict:

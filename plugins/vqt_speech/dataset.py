@@ -18,10 +18,10 @@ from tqdm import tqdm
 
 from vqt_speech.io import AUDIO_EXTENSIONS, read_audio
 from vqtoolkit.errors import VQTError
+from vqtoolkit.media import is_held_out, media_files
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "asterisk_small"
 PROGRESS_ABOVE = 20  # show a progress bar when decoding more files than this
-TEST_EVERY = 10
 TEST_FRACTION = 0.1  # of a single file's samples
 
 
@@ -73,7 +73,7 @@ def speech_dataset(
         clips = [audio[:, cut:] if split == "test" else audio[:, :cut]]
     else:
         chosen = [
-            file for index, file in enumerate(files) if _is_test(index, len(files)) == (split == "test")
+            file for index, file in enumerate(files) if is_held_out(index, len(files)) == (split == "test")
         ]
         quiet = len(chosen) <= PROGRESS_ABOVE
         progress = tqdm(chosen, desc=f"decoding {split} audio", unit="file", disable=quiet)
@@ -81,19 +81,6 @@ def speech_dataset(
     return SpeechDataset(clips, segment, hop or segment)
 
 
-def _is_test(index: int, count: int) -> bool:
-    return index == count - 1 if count < TEST_EVERY else index % TEST_EVERY == TEST_EVERY - 1
-
-
 def audio_files(path: Path) -> list[Path]:
     """The sorted audio files of a folder (recursively), or the file itself."""
-    if not path.exists():
-        raise VQTError(f"{path}: no such file or directory")
-    if path.is_file():
-        if path.suffix.lower() not in AUDIO_EXTENSIONS:
-            raise VQTError(f"{path}: not an audio file or folder of audio ({', '.join(AUDIO_EXTENSIONS)})")
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-    if not files:
-        raise VQTError(f"{path}: folder holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-    return files
+    return media_files(path, AUDIO_EXTENSIONS, "audio")

@@ -10,7 +10,6 @@ that cannot be read raises `VQTError` with one line naming the file and the prob
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ from einops import rearrange, reduce
 from torch import Tensor
 
 from vqtoolkit.errors import VQTError
+from vqtoolkit.media import AtomicWriter
 
 VIDEO_CONTAINERS = (".mp4", ".mkv", ".webm", ".mov")  # their audio track is read
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".g722", *VIDEO_CONTAINERS)
@@ -251,7 +251,7 @@ def _stream_pieces(path: Path, sample_rate: int, chunk: int) -> Iterator[Tensor]
         yield resampler.flush().clamp(-1, 1)
 
 
-class AudioWriter:
+class AudioWriter(AtomicWriter):
     """Encode audio progressively to .wav (16-bit PCM), .flac (16-bit) or .opus/.ogg (Opus, 48 kHz).
 
         with AudioWriter("out.flac", 16000) as writer:
@@ -263,7 +263,7 @@ class AudioWriter:
     """
 
     def __init__(self, path: str | Path, sample_rate: int, channels: int = 1):
-        self.path = Path(path)
+        super().__init__(path)
         suffix = self.path.suffix.lower()
         if suffix not in WRITE_FORMATS:
             raise VQTError(f"{self.path}: cannot write audio as '{suffix}' (use {', '.join(WRITE_FORMATS)})")
@@ -276,7 +276,6 @@ class AudioWriter:
         self.rate = OPUS_RATE if codec == "libopus" else sample_rate
         self.resampler = StreamResampler(sample_rate, self.rate) if self.rate != sample_rate else None
         self.samples_written = 0
-        self.temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.container = av.open(str(self.temp), "w", format=container_format)
@@ -333,33 +332,13 @@ class AudioWriter:
                 self._encode(self.resampler.flush().clamp(-1, 1))
             self.container.start_encoding()  # writes the header even when nothing was written
             self._encode(None)
-            self.container.close()
-            self.container = None
-            os.replace(self.temp, self.path)
+            self._finish()
         except VQTError:
             self._discard()
             raise
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             self._discard()
             raise VQTError(f"{self.path}: cannot write audio ({_first_line(exc)})") from None
-
-    def _discard(self) -> None:
-        container, self.container = getattr(self, "container", None), None
-        if container is not None:
-            try:
-                container.close()
-            except (av.error.FFmpegError, OSError):
-                pass
-        self.temp.unlink(missing_ok=True)
-
-    def __enter__(self) -> AudioWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._discard()
 
 
 def write_audio(

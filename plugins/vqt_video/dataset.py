@@ -17,10 +17,10 @@ from tqdm import tqdm
 
 from vqt_video.io import VIDEO_EXTENSIONS, read_video_uint8
 from vqtoolkit.errors import VQTError
+from vqtoolkit.media import is_held_out, media_files
 
 SAMPLE_FILE = Path(__file__).resolve().parent / "data" / "bigbuckbunny" / "bigbuckbunny_64.mp4"
 PROGRESS_ABOVE = 20  # show a progress bar when decoding more files than this
-TEST_EVERY = 10
 TEST_FRACTION = 0.2  # of a single file's frames
 
 
@@ -72,7 +72,7 @@ def video_dataset(
         videos = [video[:, cut:] if split == "test" else video[:, :cut]]
     else:
         chosen = [
-            file for index, file in enumerate(files) if _is_test(index, len(files)) == (split == "test")
+            file for index, file in enumerate(files) if is_held_out(index, len(files)) == (split == "test")
         ]
         progress = tqdm(
             chosen, desc=f"decoding {split} video", unit="file", disable=len(chosen) <= PROGRESS_ABOVE
@@ -90,10 +90,6 @@ def video_dataset(
     return dataset
 
 
-def _is_test(index: int, count: int) -> bool:
-    return index == count - 1 if count < TEST_EVERY else index % TEST_EVERY == TEST_EVERY - 1
-
-
 def _check_uniform_size(videos: list[Tensor], files: list[Path]) -> None:
     """Without data.size every video must share the first one's size, or clips could not be batched."""
     first = tuple(videos[0].shape[2:])
@@ -107,13 +103,4 @@ def _check_uniform_size(videos: list[Tensor], files: list[Path]) -> None:
 
 def video_files(path: Path) -> list[Path]:
     """The sorted video files of a folder (recursively), or the file itself."""
-    if not path.exists():
-        raise VQTError(f"{path}: no such file or directory")
-    if path.is_file():
-        if path.suffix.lower() not in VIDEO_EXTENSIONS:
-            raise VQTError(f"{path}: not a video file or folder of videos ({', '.join(VIDEO_EXTENSIONS)})")
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
-    if not files:
-        raise VQTError(f"{path}: folder holds no video files ({', '.join(VIDEO_EXTENSIONS)})")
-    return files
+    return media_files(path, VIDEO_EXTENSIONS, "video")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
@@ -28,6 +27,7 @@ from einops import rearrange
 from torch import Tensor
 
 from vqtoolkit.errors import VQTError
+from vqtoolkit.media import AtomicWriter
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 WRITE_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}  # all h264 (+ AAC)
@@ -210,7 +210,7 @@ def _pieces(frames: Iterator[np.ndarray], chunk: int) -> Iterator[Tensor]:
         yield _to_tensor(piece).float() / 255
 
 
-class VideoWriter:
+class VideoWriter(AtomicWriter):
     """Encode video progressively as h264 (libx264, yuv420p) in .mp4/.m4v/.mov/.mkv, with optional audio.
 
         with VideoWriter("out.mp4", fps=25, height=64, width=64, audio_rate=16000) as writer:
@@ -232,7 +232,7 @@ class VideoWriter:
         audio_rate: int = 0,
         crf: int = DEFAULT_CRF,
     ):
-        self.path = Path(path)
+        super().__init__(path)
         suffix = self.path.suffix.lower()
         if suffix not in WRITE_FORMATS:
             raise VQTError(f"{self.path}: cannot write video as '{suffix}' (use {', '.join(WRITE_FORMATS)})")
@@ -245,8 +245,7 @@ class VideoWriter:
         self.frames_written = 0
         self.samples_written = 0
         self.pending_audio: list[Tensor] = []  # audio written before the container is open
-        self.container = self.video = self.audio = None
-        self.temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.video = self.audio = None
         if height and width:
             self._open()
 
@@ -326,30 +325,10 @@ class VideoWriter:
         if self.audio is not None:
             self._mux(self.audio, None)
         try:
-            self.container.close()
-            self.container = None
-            os.replace(self.temp, self.path)
+            self._finish()
         except (av.error.FFmpegError, OSError) as exc:
             self._discard()
             raise VQTError(f"{self.path}: cannot write video ({_first_line(exc)})") from None
-
-    def _discard(self) -> None:
-        container, self.container = self.container, None
-        if container is not None:
-            try:
-                container.close()
-            except (av.error.FFmpegError, OSError, ValueError):
-                pass
-        self.temp.unlink(missing_ok=True)
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._discard()
 
 
 def write_video(path: str | Path, video: Tensor, meta: dict[str, Any]) -> None:
