@@ -13,6 +13,7 @@ prompts that ship with the plugin (the training data). Extra arguments are recip
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -64,11 +65,12 @@ def real_time_factor(run_dir: Path, prompts: list[Path], seconds: float, work: P
     clip = work / "long.wav"
     with AudioWriter(clip, 16000) as writer:
         total = 0
-        while total < seconds * 16000:
-            for prompt in prompts:
-                audio, _ = read_audio(prompt)
-                writer.write(audio)
-                total += audio.shape[1]
+        for prompt in itertools.cycle(prompts):
+            if total >= seconds * 16000:
+                break
+            audio, _ = read_audio(prompt)
+            writer.write(audio)
+            total += audio.shape[1]
     duration = total / 16000
     tokenizer = Tokenizer.load(run_dir, "auto")
     _ = tokenizer.context  # measured once per model, not per file: keep it out of the timing
