@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="30 steps, 20 held-out prompts")
     parser.add_argument("--prompts", type=int, help="held-out prompts to evaluate on (default 80)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--model", help="only the real-time factor and chunking figures, of this speech run")
     parser.add_argument("--json", type=Path, help="write all results to this JSON file")
     parser.add_argument("overrides", nargs="*", help="recipe overrides for both models")
     args = parser.parse_args(argv)
@@ -112,6 +113,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     device = resolve_device(args.device).type
+    if args.model:  # no training: streaming speed and chunking of an existing run
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = real_time_factor(Path(args.model), held_out_prompts(20), 60, Path(tmp))
+        for key, value in figures.items():
+            print(f"{key:32}{value:12.4f}")
+        rtf = f"tokenize RTF {figures['tokenize_rtf']:.4f}, decode RTF {figures['decode_rtf']:.4f}"
+        identical, seams = figures["chunked_codes_identical"], figures["chunked_vs_whole_decode_si_snr"]
+        print(
+            f"speech streaming: {rtf}, chunked codes {identical:.2%} identical to whole-file codes, "
+            f"chunked vs whole decode SI-SNR {seams:.1f} dB ({device})"
+        )
+        return 0
     overrides = [f"train.device={device}", "train.picture_every=0", "train.eval_batches=1"]
     overrides += ["train.max_steps=30"] if args.quick else []
     recipe = load_recipe(RECIPE, overrides + args.overrides)
