@@ -23,7 +23,15 @@ def test_every_recipe_validates(recipe):
 
 
 def test_recipes_exist_for_each_kind():
-    assert {"image_vqvae", "image_vae", "image_ae"} <= {p.stem for p in RECIPES}
+    kinds = {"image_vqvae", "image_vae", "image_ae", "speech_vqvae", "video_vqvae"}
+    assert kinds | {"image_prior", "speech_prior", "video_prior"} <= {p.stem for p in RECIPES}
+
+
+def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("optim:\n  lr: 1e-4\n  weight_decay: 2E-2\n")
+    loaded = load_recipe(recipe, ["optim.warmup_steps=10", "optim.grad_clip=5e-1"])
+    assert (loaded.optim.lr, loaded.optim.weight_decay, loaded.optim.grad_clip) == (1e-4, 2e-2, 0.5)
 
 
 def test_yaml_maps_onto_dataclasses_with_overrides():

@@ -105,6 +105,8 @@ def train(recipe, overrides, resume_dir):
 
     Writes config.yaml, model.safetensors, metrics.jsonl, reconstruction pictures and a resumable
     state to train.out_dir, then evaluates on the held-out split and prints the metrics as JSON.
+    Ctrl-C (SIGINT) or SIGTERM saves a checkpoint at the end of the current step and exits 130 or 143;
+    --resume continues from it.
 
     \b
     Examples:
@@ -117,6 +119,7 @@ def train(recipe, overrides, resume_dir):
     from vqtoolkit.config import load_recipe
     from vqtoolkit.train.checkpoint import CONFIG_FILE
     from vqtoolkit.train.loop import Trainer
+    from vqtoolkit.train.signals import Interrupted
 
     overrides = list(overrides)
     if resume_dir:
@@ -134,7 +137,14 @@ def train(recipe, overrides, resume_dir):
         trainer = PriorTrainer(recipe, run_dir=resume_dir, resume=bool(resume_dir))
     else:
         trainer = Trainer(recipe, run_dir=resume_dir, resume=bool(resume_dir))
-    results = trainer.fit()
+    try:
+        results = trainer.fit()
+    except Interrupted as exc:  # SIGINT or SIGTERM: the trainer saved a checkpoint
+        click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        click.echo(f"interrupted at step {trainer.step} (nothing saved since the last checkpoint)", err=True)
+        sys.exit(130)
     click.echo(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.step, **results}, indent=2))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -13,6 +14,18 @@ from typing import Any, Literal
 import yaml
 
 from vqtoolkit.errors import VQTError, closest
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """YAML 1.2 floats: PyYAML reads `1e-4` (no dot) as a string, which no recipe author means."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
+               r"(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF))$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)  # fmt: skip
 
 
 @dataclass
@@ -66,6 +79,12 @@ class TrainConfig:
     picture_every: int = 200
     checkpoint_every: int = 200
     eval_batches: int = 0  # 0 = the whole held-out split
+    # A step whose loss (or gradient) is NaN or inf is skipped; this many in a row are tolerated (a bad batch
+    # or two), one more stops training as diverged. 0 = stop at the first.
+    max_bad_steps: int = 10
+    # Warn when a step's batch uses under this fraction of the codebook after the first 10% of training
+    # (a collapsed codebook: most codes dead). 0 = never.
+    collapse_warning: float = 0.05
 
 
 @dataclass
@@ -93,8 +112,8 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check: bool = True)
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read recipe: {exc.strerror or exc}") from None
     try:
-        raw = yaml.safe_load(text) or {}
-        lines = _key_lines(yaml.compose(text), "") if raw else {}
+        raw = yaml.load(text, Loader=_YAMLLoader) or {}
+        lines = _key_lines(yaml.compose(text, Loader=_YAMLLoader), "") if raw else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -209,14 +228,10 @@ def check_recipe(recipe: Recipe, source: str = "recipe", lines: dict[str, int | 
 
 
 def _check_prior_recipe(recipe: Recipe, where: _Where) -> None:
-    """A prior recipe: a trained tokenizer run, a prior component, and only data paths from `data`."""
+    """A prior recipe: a tokenizer run, a prior component, and only data paths from `data`. Like data.path,
+    the tokenizer run need not exist yet when the recipe is validated; training says so if it doesn't."""
     from vqtoolkit.plugins import registry
 
-    run = Path(recipe.tokenizer)
-    if not (run / "config.yaml").is_file() or not (run / "model.safetensors").is_file():
-        raise where.error(
-            "tokenizer", f"'{run}' is not a trained run directory (train its VQ-VAE recipe first)"
-        )
     if recipe.data.options:
         key = f"data.{next(iter(recipe.data.options))}"
         raise where.error(
@@ -275,7 +290,7 @@ def _apply_override(raw: dict, override: str) -> None:
     if not sep or not key or any(not part for part in key.split(".")):
         raise RecipeError(f"override '{override}': expected dotted.key=value, e.g. train.max_steps=100")
     try:
-        value = yaml.safe_load(text) if text else ""
+        value = yaml.load(text, Loader=_YAMLLoader) if text else ""
     except yaml.YAMLError:
         value = text
     node = raw

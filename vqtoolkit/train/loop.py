@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from vqtoolkit.config import Recipe, dump_recipe
 from vqtoolkit.errors import VQTError
@@ -19,16 +21,13 @@ from vqtoolkit.progress import progress
 from vqtoolkit.train.checkpoint import (
     CONFIG_FILE,
     METRICS_FILE,
-    MODEL_FILE,
-    STATE_FILE,
     atomic_write,
-    load_state,
-    load_tensors,
-    save_state,
-    save_tensors,
+    load_checkpoint,
+    save_checkpoint,
 )
 from vqtoolkit.train.data import BatchStream, eval_loader, make_dataset
 from vqtoolkit.train.evaluate import evaluate
+from vqtoolkit.train.signals import StopOnSignals
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,7 +87,7 @@ class Trainer:
             else nullcontext()
         )
         self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self.step = 0
+        self.step = self.skipped_steps = 0
         if resume:
             self._resume()
         else:
@@ -97,11 +96,8 @@ class Trainer:
             (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
 
     def _resume(self) -> None:
-        weights = load_tensors(self.run_dir / MODEL_FILE)
-        self.model.load_state_dict(weights)
-        if not (self.run_dir / STATE_FILE).is_file():
-            raise VQTError(f"{self.run_dir}: no {STATE_FILE} to resume from")
-        self.step = load_state(self.run_dir / STATE_FILE, self.optimizer)["step"]
+        state = load_checkpoint(self.run_dir, self.model, self.optimizer)
+        self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
         atomic_write(self.run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(dump_recipe(self.recipe)))
 
     def log(self, record: dict) -> None:
@@ -109,13 +105,29 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def checkpoint(self) -> None:
-        save_tensors(self.run_dir / MODEL_FILE, self.model.state_dict(), {"modality": self.modality.name})
-        save_state(self.run_dir / STATE_FILE, self.optimizer, self.step)
+        save_checkpoint(
+            self.run_dir,
+            self.model.state_dict(),
+            {"modality": self.modality.name},
+            self.optimizer,
+            self.step,
+            {"skipped_steps": self.skipped_steps},
+        )
+
+    def _forward_state(self) -> list[torch.Tensor]:
+        # What the forward pass itself changes in training: the EMA codebook, its counts and dead-code
+        # restarts (which rewrite even a codebook learnt by gradient), batch-norm statistics. All small.
+        return [*self.model.buffers(), *self.model.bottleneck.parameters()]
 
     def train_step(self, batch: torch.Tensor) -> dict:
+        """One optimisation step. A step whose loss or gradient is not finite changes nothing and returns
+        only {"loss", "grad_norm", "skipped": True}."""
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.recipe, self.step)
+        # The codebook is updated inside the forward pass, before the loss shows a NaN batch: keep a copy
+        # to put back rather than let NaN latents into its moving averages for good.
+        saved = [tensor.detach().clone() for tensor in self._forward_state()]
         with self.autocast:
             out = self.forward(batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -124,14 +136,23 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), clip if clip > 0 else float("inf")
         )
+        loss, norm = out.loss.item(), grad_norm.item()
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for tensor, copy in zip(self._forward_state(), saved):
+                    tensor.copy_(copy)
+            return {"loss": loss, "grad_norm": norm, "skipped": True}
         self.optimizer.step()
         stats = {k: v.item() for k, v in out.bottleneck.stats.items() if v.numel() == 1}
-        return {
-            "loss": out.loss.item(),
-            "recon": out.recon_per_example.mean().item(),
-            "grad_norm": grad_norm.item(),
-            **stats,
-        }
+        return {"loss": loss, "recon": out.recon_per_example.mean().item(), "grad_norm": norm, **stats}
+
+    def collapse_warning(self, stats: dict) -> str:
+        """A warning when the step's batch used too few codes, once the first 10% of training is past."""
+        cfg = self.recipe.train
+        if "usage" not in stats or self.step <= cfg.max_steps / 10 or stats["usage"] >= cfg.collapse_warning:
+            return ""
+        return f"codebook collapse: {stats['usage']:.1%} of codes used at step {self.step}"
 
     def picture(self, batch: torch.Tensor) -> None:
         self.model.eval()
@@ -164,40 +185,68 @@ class Trainer:
         stream = BatchStream(self.train_set, cfg.batch_size, cfg.seed, self.recipe.data.num_workers, pin)
         batches = stream.batches(self.step)
         fixed = next(iter(eval_loader(self.eval_set, min(8, len(self.eval_set)))))
-        bar = progress(total=cfg.max_steps, initial=self.step, desc="train", unit="step")
+        bad_steps: list[int] = []  # the current run of skipped steps
+        warned = False
         waited = busy = 0.0
-        while self.step < cfg.max_steps:
-            start = time.perf_counter()
-            batch = next(batches).to(self.device, non_blocking=pin)
-            loaded = time.perf_counter()
-            stats = self.train_step(batch)
-            if not math.isfinite(stats["loss"]):
-                raise VQTError(f"training diverged: loss is {stats['loss']} at step {self.step}")
-            waited, busy = waited + loaded - start, busy + time.perf_counter() - start
-            self.step += 1
-            postfix = {"loss": f"{stats['loss']:.4f}"}
-            if "usage" in stats:
-                postfix["usage"] = f"{stats['usage']:.2f}"
-            bar.set_postfix(postfix, refresh=False)  # update() redraws at most every `interval` seconds
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                self.log(
-                    {
-                        "step": self.step,
-                        "split": "train",
-                        "lr": learning_rate(self.recipe, self.step - 1),
-                        "data_wait_fraction": waited / max(busy, 1e-9),
-                        **stats,
-                    }
-                )
-                waited = busy = 0.0
-            if cfg.picture_every and self.step % cfg.picture_every == 0:
-                self.picture(fixed.to(self.device))
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                self.checkpoint()
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
-                self.evaluate()
-        bar.close()
-        self.picture(fixed.to(self.device))
-        self.checkpoint()
-        return self.evaluate()
+        bar = progress(total=cfg.max_steps, initial=self.step, desc="train", unit="step")
+        with StopOnSignals() as signals, bar:
+            while self.step < cfg.max_steps:
+                start = time.perf_counter()
+                batch = next(batches).to(self.device, non_blocking=pin)
+                loaded = time.perf_counter()
+                stats = self.train_step(batch)
+                waited, busy = waited + loaded - start, busy + time.perf_counter() - start
+                self.step += 1
+                bar.update(1)
+                if stats.get("skipped"):
+                    self.skipped_steps += 1
+                    bad_steps.append(self.step)
+                    if len(bad_steps) > cfg.max_bad_steps:
+                        raise VQTError(diverged(stats, bad_steps, cfg.max_bad_steps))
+                else:
+                    bad_steps = []
+                    warning = self.collapse_warning(stats)
+                    postfix = {"loss": f"{stats['loss']:.4f}"}
+                    if "usage" in stats:
+                        postfix["usage"] = f"{stats['usage']:.2f}" + "!" * bool(warning)
+                    bar.set_postfix(postfix, refresh=False)  # update() redraws at most every `interval` s
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        self.log(
+                            {
+                                "step": self.step,
+                                "split": "train",
+                                "lr": learning_rate(self.recipe, self.step - 1),
+                                "data_wait_fraction": waited / max(busy, 1e-9),
+                                "skipped_steps": self.skipped_steps,
+                                **stats,
+                                **({"warning": warning} if warning else {}),
+                            }
+                        )
+                        if warning and not warned:  # once per collapse, not at every log step
+                            tqdm.write(f"warning: {warning}", file=sys.stderr)
+                        warned = bool(warning)
+                        waited = busy = 0.0
+                if cfg.picture_every and self.step % cfg.picture_every == 0:
+                    self.picture(fixed.to(self.device))
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.checkpoint()
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+                    self.evaluate()
+                signals.check(self.step, self.run_dir, self.checkpoint)
+            self.picture(fixed.to(self.device))
+            self.checkpoint()
+            signals.check(self.step, self.run_dir, save_checkpoint=lambda: None)  # a signal while saving
+        return {**self.evaluate(), "skipped_steps": self.skipped_steps}
+
+
+def diverged(stats: dict, bad_steps: list[int], max_bad_steps: int) -> str:
+    what = (
+        f"loss was {stats['loss']}"
+        if not math.isfinite(stats["loss"])
+        else f"gradient norm was {stats['grad_norm']}"
+    )
+    steps = f"steps {bad_steps[0]}-{bad_steps[-1]}" if len(bad_steps) > 1 else f"step {bad_steps[0]}"
+    return (
+        f"training diverged: {what} at {steps} ({len(bad_steps)} in a row, train.max_bad_steps is "
+        f"{max_bad_steps}); lower optim.lr or check the data"
+    )

@@ -21,15 +21,15 @@ from vqtoolkit.train.checkpoint import (
     CONFIG_FILE,
     METRICS_FILE,
     MODEL_FILE,
-    STATE_FILE,
     atomic_write,
-    load_state,
+    load_checkpoint,
     load_tensors,
-    save_state,
+    save_checkpoint,
     save_tensors,
 )
 from vqtoolkit.train.data import BatchStream, make_dataset
 from vqtoolkit.train.loop import learning_rate, resolve_device
+from vqtoolkit.train.signals import StopOnSignals
 
 
 def tokenizer_recipe(recipe: Recipe, tokenizer: Tokenizer) -> Recipe:
@@ -91,8 +91,7 @@ class PriorTrainer:
         )  # fmt: skip
         self.step = 0
         if resume:
-            self.prior.load_state_dict(load_tensors(self.run_dir / MODEL_FILE))
-            self.step = load_state(self.run_dir / STATE_FILE, self.optimizer)["step"]
+            self.step = load_checkpoint(self.run_dir, self.prior, self.optimizer)["step"]
         else:
             (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
         atomic_write(self.run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(dump_recipe(recipe)))
@@ -104,35 +103,36 @@ class PriorTrainer:
     def checkpoint(self) -> None:
         grid = list(self.codes["train"].shape[1:])
         meta = {"tokenizer_hash": self.tokenizer.model_hash, "grid": json.dumps(grid)}
-        save_tensors(self.run_dir / MODEL_FILE, self.prior.state_dict(), meta)
-        save_state(self.run_dir / STATE_FILE, self.optimizer, self.step)
+        save_checkpoint(self.run_dir, self.prior.state_dict(), meta, self.optimizer, self.step)
 
     def fit(self) -> dict:
         cfg = self.recipe.train
         batches = BatchStream(self.codes["train"], cfg.batch_size, cfg.seed).batches(self.step)
         bar = progress(total=cfg.max_steps, initial=self.step, desc="train prior", unit="step")
         started = time.perf_counter()
-        while self.step < cfg.max_steps:
-            self.prior.train()
-            for group in self.optimizer.param_groups:
-                group["lr"] = learning_rate(self.recipe, self.step)
-            codes = next(batches).to(self.device)
-            loss = F.cross_entropy(self.prior(codes), codes)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.recipe.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.prior.parameters(), self.recipe.optim.grad_clip)
-            self.optimizer.step()
-            self.step += 1
-            bits = loss.item() / math.log(2)
-            bar.set_postfix({"bits/code": f"{bits:.3f}"}, refresh=False)
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                self.log({"step": self.step, "split": "train", "bits_per_code": bits})
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                self.checkpoint()
-        bar.close()
-        self.checkpoint()
+        with StopOnSignals() as signals, bar:
+            while self.step < cfg.max_steps:
+                self.prior.train()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = learning_rate(self.recipe, self.step)
+                codes = next(batches).to(self.device)
+                loss = F.cross_entropy(self.prior(codes), codes)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.recipe.optim.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.prior.parameters(), self.recipe.optim.grad_clip)
+                self.optimizer.step()
+                self.step += 1
+                bits = loss.item() / math.log(2)
+                bar.set_postfix({"bits/code": f"{bits:.3f}"}, refresh=False)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    self.log({"step": self.step, "split": "train", "bits_per_code": bits})
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.checkpoint()
+                signals.check(self.step, self.run_dir, self.checkpoint)
+            self.checkpoint()
+            signals.check(self.step, self.run_dir, save_checkpoint=lambda: None)  # a signal while saving
         results = evaluate_prior(self.prior, self.tokenizer, self.vq_recipe, self.codes["test"])
         results["train_seconds"] = time.perf_counter() - started
         self.log({"step": self.step, "split": "eval", **results})
