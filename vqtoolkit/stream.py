@@ -119,7 +119,7 @@ def encode_stream(
         stop = min(emitted + chunk, end)
         window_start, window_end = max(0, emitted - context), min(end, stop + context)
         window = buffer.narrow(1, window_start - buffer_start, window_end - window_start)
-        window_codes = encode(window.unsqueeze(0).to(device))[0].cpu()
+        window_codes = encode(window.unsqueeze(0).to(device).contiguous())[0].cpu()
         if time_dim is None:  # codes are (..., T', *rest): time is where the length matches
             time_dim = window_codes.dim() - (buffer.dim() - 1)
         first = (emitted - window_start) // downsample
