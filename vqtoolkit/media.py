@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -24,6 +26,40 @@ def media_files(path: Path, extensions: tuple[str, ...], kind: str) -> list[Path
     if not files:
         raise VQTError(f"{path}: folder holds no {kind} files ({', '.join(extensions)})")
     return files
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def check_file(path: Path, kind: str) -> None:
+    if not path.exists():
+        raise VQTError(f"{path}: no such file or directory")
+    if path.is_dir():
+        raise VQTError(f"{path}: is a directory, not {'an' if kind[0] in 'aeiou' else 'a'} {kind} file")
+    if path.stat().st_size == 0:
+        raise VQTError(f"{path}: empty file")
+
+
+@contextmanager
+def reading_media(path: Path, kind: str) -> Iterator[None]:
+    """Turn what PyAV raises for a missing, foreign, truncated or corrupt file into one-line VQTErrors."""
+    check_file(path, kind)
+    try:
+        yield
+    except (av.error.FFmpegError, OSError, ValueError, EOFError) as exc:
+        detail = exc.strerror if isinstance(exc, av.error.FFmpegError) and exc.strerror else first_line(exc)
+        raise VQTError(f"{path}: not a readable {kind} file ({detail})") from None
+
+
+def stream_duration(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
+    """Seconds, from the stream's header or else the container's; None when neither says."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
 
 
 def is_held_out(index: int, count: int) -> bool:

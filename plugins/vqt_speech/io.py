@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from einops import rearrange, reduce
 from torch import Tensor
 
 from vqtoolkit.errors import VQTError
-from vqtoolkit.media import AtomicWriter
+from vqtoolkit.media import AtomicWriter, check_file, first_line, reading_media, stream_duration
 
 VIDEO_CONTAINERS = (".mp4", ".mkv", ".webm", ".mov")  # their audio track is read
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".g722", *VIDEO_CONTAINERS)
@@ -43,29 +42,8 @@ LOWPASS_FILTER_WIDTH = 6
 ROLLOFF = 0.99
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise VQTError(f"{path}: no such file or directory")
-    if path.is_dir():
-        raise VQTError(f"{path}: is a directory, not an audio file")
-    if path.stat().st_size == 0:
-        raise VQTError(f"{path}: empty file")
-
-
-@contextmanager
-def _reading_audio(path: Path) -> Iterator[None]:
-    """Turn what PyAV raises for a missing, foreign, truncated or corrupt file into one-line VQTErrors."""
-    _check_file(path)
-    try:
-        yield
-    except (av.error.FFmpegError, OSError, ValueError, EOFError) as exc:
-        detail = exc.strerror if isinstance(exc, av.error.FFmpegError) and exc.strerror else _first_line(exc)
-        raise VQTError(f"{path}: not a readable audio file ({detail})") from None
+def _reading_audio(path: Path):
+    return reading_media(path, "audio")
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -86,12 +64,7 @@ def audio_info(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     with _reading_audio(path), _open(path) as container:
         stream = _audio_stream(container, path)
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        else:
-            duration = None
+        duration = stream_duration(container, stream)
         context = stream.codec_context
         return {
             "source_rate": context.sample_rate,
@@ -232,7 +205,7 @@ def stream_audio(path: str | Path, sample_rate: int = 16000, chunk: int = 160000
     path = Path(path)
     if chunk < 1:
         raise VQTError(f"chunk must be at least 1 sample, got {chunk}")
-    _check_file(path)  # now rather than at the first piece
+    check_file(path, "audio")  # now rather than at the first piece
     return _rechunk(_stream_pieces(path, sample_rate, chunk), chunk)
 
 
@@ -283,7 +256,7 @@ class AudioWriter(AtomicWriter):
             self.stream.format = self.sample_format
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             self._discard()
-            raise VQTError(f"{self.path}: cannot write audio ({_first_line(exc)})") from None
+            raise VQTError(f"{self.path}: cannot write audio ({first_line(exc)})") from None
 
     def write(self, chunk: Tensor) -> None:
         """Encode (channels, n) samples in [-1, 1] (a (n,) tensor counts as one channel)."""
@@ -308,7 +281,7 @@ class AudioWriter(AtomicWriter):
                 packets = self.stream.encode(self._frame(chunk))
             self.container.mux(packets)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise VQTError(f"{self.path}: cannot encode audio ({_first_line(exc)})") from None
+            raise VQTError(f"{self.path}: cannot encode audio ({first_line(exc)})") from None
 
     def _frame(self, chunk: Tensor) -> av.AudioFrame:
         interleaved = rearrange(chunk.numpy(), "c n -> 1 (n c)")
@@ -338,7 +311,7 @@ class AudioWriter(AtomicWriter):
             raise
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             self._discard()
-            raise VQTError(f"{self.path}: cannot write audio ({_first_line(exc)})") from None
+            raise VQTError(f"{self.path}: cannot write audio ({first_line(exc)})") from None
 
 
 def write_audio(

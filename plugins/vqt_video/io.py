@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from einops import rearrange
 from torch import Tensor
 
 from vqtoolkit.errors import VQTError
-from vqtoolkit.media import AtomicWriter
+from vqtoolkit.media import AtomicWriter, first_line, reading_media, stream_duration
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 WRITE_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}  # all h264 (+ AAC)
@@ -37,25 +36,8 @@ MAX_RATE_DENOMINATOR = 100000  # 23.976... -> 24000/1001
 SLOT_TOLERANCE = 1e-6  # of an output frame: exact halves (2:1 rate changes) round up despite float error
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-@contextmanager
-def _reading_video(path: Path) -> Iterator[None]:
-    """Turn what PyAV raises for a missing, foreign, truncated or corrupt file into one-line VQTErrors."""
-    if not path.exists():
-        raise VQTError(f"{path}: no such file or directory")
-    if path.is_dir():
-        raise VQTError(f"{path}: is a directory, not a video file")
-    if path.stat().st_size == 0:
-        raise VQTError(f"{path}: empty file")
-    try:
-        yield
-    except (av.error.FFmpegError, OSError, ValueError, EOFError) as exc:
-        detail = exc.strerror if isinstance(exc, av.error.FFmpegError) and exc.strerror else _first_line(exc)
-        raise VQTError(f"{path}: not a readable video file ({detail})") from None
+def _reading_video(path: Path):
+    return reading_media(path, "video")
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
@@ -78,12 +60,7 @@ def video_info(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     with _reading_video(path), av.open(str(path)) as container:
         stream = _video_stream(container, path)
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        else:
-            duration = None
+        duration = stream_duration(container, stream)
         return {
             "fps": _stream_fps(stream),
             "frames": stream.frames or None,
@@ -262,7 +239,7 @@ class VideoWriter(AtomicWriter):
                 self.audio = self.container.add_stream("aac", rate=self.audio_rate, layout="mono")
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             self._discard()
-            raise VQTError(f"{self.path}: cannot write video ({_first_line(exc)})") from None
+            raise VQTError(f"{self.path}: cannot write video ({first_line(exc)})") from None
         for samples in self.pending_audio:
             self._encode_audio(samples)
         self.pending_audio = []
@@ -312,7 +289,7 @@ class VideoWriter(AtomicWriter):
         try:
             self.container.mux(stream.encode(frame))
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise VQTError(f"{self.path}: cannot encode video ({_first_line(exc)})") from None
+            raise VQTError(f"{self.path}: cannot encode video ({first_line(exc)})") from None
 
     def close(self) -> None:
         """Flush the encoders, finish the file and move it into place."""
@@ -328,7 +305,7 @@ class VideoWriter(AtomicWriter):
             self._finish()
         except (av.error.FFmpegError, OSError) as exc:
             self._discard()
-            raise VQTError(f"{self.path}: cannot write video ({_first_line(exc)})") from None
+            raise VQTError(f"{self.path}: cannot write video ({first_line(exc)})") from None
 
 
 def write_video(path: str | Path, video: Tensor, meta: dict[str, Any]) -> None:
