@@ -23,6 +23,10 @@ MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE = (
 )
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # reading the umask means setting it: put it back at once
+
+
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
     atomic_write_all([(path, write)])
@@ -38,6 +42,7 @@ def atomic_write_all(files: list[tuple[Path, Callable[[str], None]]]) -> None:
             os.close(fd)
             temporaries.append(tmp)
             write(tmp)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; give them the usual mode
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         for (path, _), tmp in zip(files, temporaries):
