@@ -9,12 +9,14 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from einops import pack, rearrange, unpack
+from einops import rearrange
 from torch import Tensor, nn
 
 from vqtoolkit.nn.base import Bottleneck, BottleneckOutput
 
-_DISTANCE_CHUNK_FLOATS = 2**22  # automatic chunking keeps each (rows x K) distance block below this
+# automatic chunking keeps each (rows x K) distance block below this many floats: 16 MB blocks measured
+# fastest on a CPU (larger ones fall out of cache); on a GPU fewer, larger blocks mean fewer kernel launches
+_DISTANCE_CHUNK_FLOATS = {"cpu": 2**22, "cuda": 2**26}
 
 
 def _distributed() -> bool:
@@ -48,22 +50,59 @@ def _check_latents(z: Tensor, dim: int) -> None:
         raise ValueError(f"expected latents (B, {dim}, *grid) with a grid of rank 1-3, got {tuple(z.shape)}")
 
 
-def _flatten(z: Tensor) -> tuple[Tensor, list]:
-    """(B, D, *grid) -> (N, D) rows, plus what `unpack` needs to restore the grid."""
-    flat, packed_shape = pack([rearrange(z, "b d ... -> b ... d")], "* d")
-    return flat, packed_shape
+def _rows(vectors: Tensor) -> Tensor:
+    """Vectors (..., D) of any dtype -> fp32 rows (N, D + 1) = [x, 1], in one copy, outside autograd.
+
+    The trailing 1 lets one matrix product with [-2 e, ||e||^2] give ||e||^2 - 2 x.e without a separate
+    bias pass, and one index_add give each code's sum of vectors and its count together.
+    """
+    *lead, dim = vectors.shape
+    rows = vectors.new_empty(*lead, dim + 1, dtype=torch.float32)
+    with torch.no_grad():
+        rows[..., :dim] = vectors
+    rows[..., dim] = 1
+    return rows.view(-1, dim + 1)
 
 
-def _unflatten(flat: Tensor, packed_shape: list) -> Tensor:
-    """(N, D) rows -> (B, D, *grid)."""
-    [channel_last] = unpack(flat, packed_shape, "* d")
-    return rearrange(channel_last, "b ... d -> b d ...")
+def _latent_rows(z: Tensor) -> Tensor:
+    """Latents (B, D, *grid) -> fp32 rows (N, D + 1) = [z_n, 1]."""
+    return _rows(rearrange(z, "b d ... -> b ... d"))
+
+
+def _channel_first(rows: Tensor, shape: torch.Size) -> Tensor:
+    """(N, D) rows -> a (B, D, *grid) view for latents of `shape`."""
+    return rearrange(rows.view(shape[0], *shape[2:], shape[1]), "b ... d -> b d ...")
 
 
 def _straight_through(quantized: Tensor, z: Tensor) -> Tensor:
     # Value is exactly `quantized` (z - z.detach() is exactly zero, even in bf16), the gradient passes to z
     # unchanged: the same straight-through estimator as z + (e - z).detach(), without its rounding.
     return quantized.detach() + (z - z.detach())
+
+
+class _Quantize(torch.autograd.Function):
+    """The codes' vectors e_k laid out like z, with the gradient passed straight to z, and the commitment
+    loss mean((z - sg[e_k])^2); backward adds its gradient 2 (z - e_k) / numel in the same single pass."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, rows: Tensor, codes: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
+        quantized = F.embedding(codes, codebook)  # fp32 (N, D)
+        residual = rows[:, :-1] - quantized
+        ctx.save_for_backward(residual)
+        ctx.shape = z.shape
+        commit_loss = torch.linalg.vector_norm(residual).square() / residual.numel()
+        return _channel_first(quantized, z.shape).to(z.dtype), commit_loss
+
+    @staticmethod
+    def backward(ctx, grad_z_q: Tensor, grad_commit: Tensor) -> tuple[Tensor | None, ...]:
+        (residual,) = ctx.saved_tensors
+        # in (B, *grid, D) order, where the residual is contiguous
+        grad = torch.addcmul(
+            rearrange(grad_z_q, "b d ... -> b ... d"),
+            residual.view(ctx.shape[0], *ctx.shape[2:], ctx.shape[1]),
+            2 * grad_commit / residual.numel(),
+        )
+        return rearrange(grad, "b ... d -> b d ...").to(grad_z_q.dtype), None, None, None
 
 
 class VectorQuantizer(Bottleneck):
@@ -79,7 +118,7 @@ class VectorQuantizer(Bottleneck):
         kmeans_init: set the codebook by k-means on the first training batch.
         kmeans_iters: Lloyd iterations for the k-means init.
         dead_code_steps: re-seed codes unused for this many consecutive training steps (0 = off).
-        chunk_size: rows per distance chunk (0 = automatic, so rows * K stays below ~2**22 floats).
+        chunk_size: rows per distance chunk (0 = automatic: rows * K below 2**22 floats, 2**26 on CUDA).
 
     Without kmeans_init the codebook starts uniform in (-1/K, 1/K), as in the VQ-VAE reference code.
     Usage counts (`usage_stats`) are local to each rank.
@@ -130,43 +169,45 @@ class VectorQuantizer(Bottleneck):
 
     # --- nearest neighbour -------------------------------------------------------------------------------
 
-    def _nearest(self, flat: Tensor, codebook: Tensor) -> Tensor:
-        """Index of the nearest code (L2) for each row of `flat` (N, D), computed in fp32 chunk by chunk."""
-        with torch.no_grad(), torch.autocast(device_type=flat.device.type, enabled=False):
-            rows = flat.float()
+    def _nearest(self, rows: Tensor, codebook: Tensor) -> Tensor:
+        """Index of the nearest code (L2) for each fp32 row [x, 1] of `rows` (N, D + 1), chunk by chunk."""
+        with torch.no_grad(), torch.autocast(device_type=rows.device.type, enabled=False):
             codebook = codebook.float()
-            codebook_sq_norm = codebook.pow(2).sum(dim=1)
-            codebook_t = codebook.t()
-            chunk_rows = self.chunk_size or max(1, _DISTANCE_CHUNK_FLOATS // codebook.shape[0])
-            codes = torch.empty(rows.shape[0], dtype=torch.long, device=rows.device)
-            for start in range(0, rows.shape[0], chunk_rows):
-                chunk = rows[start : start + chunk_rows]
-                # ||x - e||^2 = ||x||^2 - 2 x.e + ||e||^2; ||x||^2 is the same for every code, so skip it
-                distances = torch.addmm(codebook_sq_norm, chunk, codebook_t, beta=1, alpha=-2)
-                codes[start : start + chunk_rows] = distances.argmin(dim=1)
+            # ||x - e||^2 = ||x||^2 - 2 x.e + ||e||^2; ||x||^2 is the same for every code, so skip it
+            codebook_rows = torch.cat([-2 * codebook, codebook.pow(2).sum(dim=1, keepdim=True)], dim=1).t()
+            num_rows = rows.shape[0]
+            block_floats = _DISTANCE_CHUNK_FLOATS.get(rows.device.type, 2**22)
+            chunk_rows = max(1, min(num_rows, self.chunk_size or block_floats // codebook.shape[0]))
+            # one distance block for every chunk; min with indices is much faster than argmin on CPU
+            distances = rows.new_empty(chunk_rows, codebook.shape[0])
+            nearest = rows.new_empty(chunk_rows)
+            codes = torch.empty(num_rows, dtype=torch.long, device=rows.device)
+            for start in range(0, num_rows, chunk_rows):
+                end = min(start + chunk_rows, num_rows)
+                block = torch.mm(rows[start:end], codebook_rows, out=distances[: end - start])
+                torch.min(block, dim=1, out=(nearest[: end - start], codes[start:end]))
         return codes
 
     # --- codebook maintenance (training only, no grad) ---------------------------------------------------
 
     def _cluster_sums(self, rows: Tensor, codes: Tensor) -> Tensor:
-        """Per-code sums of the rows assigned to it, over all ranks: sum_j z_ij."""
-        return _all_reduce_sum(torch.zeros_like(self.ema_sum).index_add_(0, codes, rows))
+        """Per-code sums of the rows [x, 1] assigned to it: (K, D + 1) = [sum_j z_ij, n_i], this rank's."""
+        return rows.new_zeros(self.codebook_size, rows.shape[1]).index_add_(0, codes, rows)
 
     @torch.no_grad()
-    def _init_by_kmeans(self, flat: Tensor) -> None:
-        rows = flat.detach().float()
+    def _init_by_kmeans(self, rows: Tensor) -> None:
         num_rows, num_codes = rows.shape[0], self.codebook_size
         if num_rows >= num_codes:
             start = torch.randperm(num_rows, device=rows.device)[:num_codes]
         else:
             start = torch.randint(num_rows, (num_codes,), device=rows.device)
-        centroids = _broadcast(rows[start].contiguous())
+        centroids = _broadcast(rows[start, :-1].contiguous())
         for _ in range(self.kmeans_iters):
             codes = self._nearest(rows, centroids)
-            counts = _all_reduce_sum(torch.bincount(codes, minlength=num_codes).float())
-            sums = self._cluster_sums(rows, codes)
+            sums = _all_reduce_sum(self._cluster_sums(rows, codes))
+            counts = sums[:, -1:]
             # an empty cluster keeps its centroid
-            centroids = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
+            centroids = torch.where(counts > 0, sums[:, :-1] / counts.clamp(min=1), centroids)
         _broadcast(centroids)
         self.codebook.data.copy_(centroids)
         self.ema_sum.copy_(centroids)
@@ -174,9 +215,8 @@ class VectorQuantizer(Bottleneck):
         self.initialized.fill_(True)
 
     @torch.no_grad()
-    def _ema_update(self, rows: Tensor, codes: Tensor, counts: Tensor) -> None:
-        """One EMA step; `counts` are the global n_i."""
-        sums = self._cluster_sums(rows, codes)
+    def _ema_update(self, sums: Tensor, counts: Tensor) -> None:
+        """One EMA step from the global per-code sums sum_j z_ij and counts n_i."""
         # N_i <- g N_i + (1 - g) n_i ;  m_i <- g m_i + (1 - g) sum_j z_ij ;  e_i = m_i / N_i
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
@@ -190,7 +230,7 @@ class VectorQuantizer(Bottleneck):
         self.steps_unused.add_(1).mul_(counts == 0)
         dead = self.steps_unused >= self.dead_code_steps
         # Drawing a candidate for every code and selecting with `where` avoids a host sync on dead.any().
-        candidates = rows[torch.randint(rows.shape[0], (self.codebook_size,), device=rows.device)]
+        candidates = rows[torch.randint(rows.shape[0], (self.codebook_size,), device=rows.device), :-1]
         candidates = _broadcast(candidates.float().contiguous())
         dead_rows = dead[:, None]
         self.codebook.data.copy_(torch.where(dead_rows, candidates, self.codebook))
@@ -203,51 +243,52 @@ class VectorQuantizer(Bottleneck):
 
     def forward(self, z: Tensor) -> BottleneckOutput:
         _check_latents(z, self.dim)
-        flat, packed_shape = _flatten(z)
+        rows = _latent_rows(z)  # fp32 (N, D + 1) = [z_n, 1], outside autograd
         if self.training and not self.initialized:
-            self._init_by_kmeans(flat)
+            self._init_by_kmeans(rows)
 
-        flat_fp32 = flat.float()
-        codes = self._nearest(flat_fp32, self.codebook)
-        counts = torch.bincount(codes, minlength=self.codebook_size)
+        codes = self._nearest(rows, self.codebook)
+        ema_step = self.training and self.ema
+        if ema_step:  # this rank's sums and counts in one pass: the counts come from the rows' trailing 1
+            sums = self._cluster_sums(rows, codes)
+            counts = sums[:, -1].clone()
+        else:
+            counts = torch.bincount(codes, minlength=self.codebook_size).float()
         self.usage_counts += counts
 
-        quantized = F.embedding(codes, self.codebook)  # fp32 (N, D)
-        commit_loss = F.mse_loss(flat_fp32, quantized.detach())
+        # from the codebook as it is before the EMA step below
+        z_q, commit_loss = _Quantize.apply(z, rows, codes, self.codebook.detach())
         if self.ema:
             vq_loss = commit_loss.detach()  # same value; the codebook learns by EMA, not by this loss
             loss = self.beta * commit_loss
         else:
-            vq_loss = F.mse_loss(quantized, flat_fp32.detach())
+            vq_loss = F.mse_loss(F.embedding(codes, self.codebook), rows[:, :-1])
             loss = vq_loss + self.beta * commit_loss
 
         stats = {
             "vq_loss": vq_loss.detach(),
             "commit_loss": commit_loss.detach(),
-            "perplexity": _perplexity(counts.float()),
+            "perplexity": _perplexity(counts),
             "usage": (counts > 0).float().mean(),
         }
         if self.training and (self.ema or self.dead_code_steps > 0):
-            rows = flat_fp32.detach()
-            global_counts = _all_reduce_sum(counts.float())
-            if self.ema:
-                self._ema_update(rows, codes, global_counts)
+            if ema_step:
+                sums = _all_reduce_sum(sums)
+                global_counts = sums[:, -1]
+                self._ema_update(sums[:, :-1], global_counts)
+            else:
+                global_counts = _all_reduce_sum(counts.clone())
             if self.dead_code_steps > 0:
                 stats["restarts"] = self._restart_dead_codes(rows, global_counts)
-
-        z_q = _straight_through(_unflatten(quantized, packed_shape).to(z.dtype), z)
-        [grid_codes] = unpack(codes, packed_shape, "*")
-        return BottleneckOutput(z=z_q, loss=loss, codes=grid_codes, stats=stats)
+        return BottleneckOutput(z=z_q, loss=loss, codes=codes.view(z.shape[0], *z.shape[2:]), stats=stats)
 
     @torch.no_grad()
     def encode(self, z: Tensor) -> Tensor:
         """Latents (B, D, *grid) -> codes (B, *grid) int64."""
         _check_latents(z, self.dim)
-        flat, packed_shape = _flatten(z)
-        codes = self._nearest(flat, self.codebook)
+        codes = self._nearest(_latent_rows(z), self.codebook)
         self.usage_counts += torch.bincount(codes, minlength=self.codebook_size)
-        [grid_codes] = unpack(codes, packed_shape, "*")
-        return grid_codes
+        return codes.view(z.shape[0], *z.shape[2:])
 
     def decode(self, codes: Tensor) -> Tensor:
         """Codes (B, *grid) -> code vectors (B, D, *grid)."""

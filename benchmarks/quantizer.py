@@ -1,0 +1,340 @@
+"""Quantizer speed and memory: one training step (forward, backward, EMA codebook update) of vqtoolkit's
+VectorQuantizer against vector-quantize-pytorch's VectorQuantize and against the floor, and the peak
+memory of one step at K = 65,536.
+
+    python benchmarks/quantizer.py                   # K = 512, 1024, 8192; memory at K = 65,536, N = 4,096
+    python benchmarks/quantizer.py --quick --json quantizer.json    # K = 512, 1024; memory at N = 2,048
+
+Both get the same latents (64, 64, 32, 32): N = 65,536 vectors of D = 64, and the same codebook (a
+normal draw, as a k-means init from such latents would give): EMA decay 0.99, commitment weight 0.25,
+Laplace smoothing 1e-5, plain straight-through (the peer's rotation trick off), no k-means, no dead-code
+replacement, train mode. A step is the forward pass (which makes the EMA update, in both), then the
+backward pass of mean(z_q^2) + the quantizer's loss. Ours, the peer's and the floor run interleaved
+after a warm-up; medians of the repeats. The first step of each must give identical codes (same codebook,
+same inputs, before any EMA update); the codebooks after that step are compared too.
+
+The floor is what any exact quantizer must at least do: one matrix product of the N x D latents by the
+D x K codebook plus the argmin (torch.addmm with ||e||^2 as the bias, unchunked, then argmin). The
+product alone (`gemm`) is printed beside it.
+
+Peak memory: each side runs one step in a fresh process, capped at --memory-cap-gb of address space so
+that the peer's N x K matrices cannot exhaust the machine; the figure is the peak resident memory during
+the step above the resident memory just before it (the kernel's high-water mark, reset before the step)
+or, on CUDA, torch.cuda.max_memory_allocated above the memory allocated before it. The peer needs about
+six fp32 N x K matrices at once (6.5 GB at N = 4,096), so the test uses a small N; the full run also
+measures ours at N = 65,536 and extrapolates the peer's peak linearly in N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from peers import PEER, machine
+
+from vqtoolkit.nn.quantize import VectorQuantizer, _latent_rows
+
+DIM, DECAY, BETA = 64, 0.99, 0.25
+GRID = (32, 32)  # N = batch * 1024
+
+
+def quantizers(codebook: torch.Tensor, sides: tuple[str, ...]) -> dict[str, torch.nn.Module]:
+    """Ours and/or the peer, configured alike and holding the same codebook."""
+    size, device = codebook.shape[0], codebook.device
+    made = {}
+    if "ours" in sides:
+        ours = VectorQuantizer(DIM, size, BETA, ema=True, decay=DECAY, kmeans_init=False, dead_code_steps=0)
+        ours.codebook.copy_(codebook)
+        ours.ema_sum.copy_(codebook)
+        made["ours"] = ours.to(device).train()
+    if "peer" in sides:
+        from vector_quantize_pytorch import VectorQuantize
+
+        peer = VectorQuantize(
+            dim=DIM, codebook_size=size, decay=DECAY, commitment_weight=BETA, eps=1e-5, kmeans_init=False,
+            threshold_ema_dead_code=0, rotation_trick=False, accept_image_fmap=True,
+        )  # fmt: skip
+        with torch.no_grad():
+            peer._codebook.embed.copy_(codebook[None])
+            peer._codebook.embed_avg.copy_(codebook[None])
+            peer._codebook.cluster_size.fill_(1.0)
+        made["peer"] = peer.to(device).train()
+    return made
+
+
+def step(side: str, quantizer: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """Forward (with the EMA update) and backward of mean(z_q^2) + the quantizer's loss; returns the codes."""
+    z = latents.detach().requires_grad_()
+    if side == "ours":
+        out = quantizer(z)
+        z_q, codes, loss = out.z, out.codes, out.loss
+    else:
+        z_q, codes, loss = quantizer(z)
+    (z_q.pow(2).mean() + loss).backward()
+    return codes
+
+
+def codebook_of(side: str, quantizer: torch.nn.Module) -> torch.Tensor:
+    return quantizer.codebook if side == "ours" else quantizer._codebook.embed[0]
+
+
+def timed(fn, device: str) -> float:
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def speed(codebook_size: int, batch: int, warmup: int, repeats: int, device: str) -> dict:
+    generator = torch.Generator().manual_seed(codebook_size)
+    codebook = torch.randn(codebook_size, DIM, generator=generator).to(device)
+    latents = torch.randn(batch, DIM, *GRID, generator=generator).to(device)
+    pair = quantizers(codebook, ("ours", "peer"))
+    codes = {side: step(side, vq, latents).flatten() for side, vq in pair.items()}
+    after = {side: codebook_of(side, vq).clone() for side, vq in pair.items()}
+
+    rows = rearrange(latents, "b d h w -> (b h w) d").contiguous()
+    squared_norms = codebook.pow(2).sum(1)
+
+    @torch.no_grad()
+    def floor() -> torch.Tensor:
+        return torch.addmm(squared_norms, rows, codebook.t(), alpha=-2).argmin(dim=1)
+
+    @torch.no_grad()
+    def gemm() -> torch.Tensor:
+        return rows @ codebook.t()
+
+    @torch.no_grad()
+    def search() -> torch.Tensor:  # our own nearest-code search alone, to see what the rest of a step costs
+        return pair["ours"]._nearest(_latent_rows(latents), pair["ours"].codebook)
+
+    floor_codes = floor()
+    runs = {side: (lambda side=side, vq=vq: step(side, vq, latents)) for side, vq in pair.items()}
+    runs |= {"floor": floor, "gemm": gemm, "search": search}
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):  # interleaved: ours, peer, floor, gemm, search, ours, ...
+        for name, run in runs.items():
+            times[name].append(timed(run, device))
+    ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
+    return {
+        "codebook_size": codebook_size,
+        "rows": latents.numel() // DIM,
+        **{f"{name}_ms": value for name, value in ms.items()},
+        "speedup_vs_peer": ms["peer"] / ms["ours"],
+        "ratio_to_floor": ms["ours"] / ms["floor"],
+        "ratio_to_gemm": ms["ours"] / ms["gemm"],
+        "search_fraction": ms["search"] / ms["ours"],
+        "codes_identical": torch.equal(codes["ours"], codes["peer"]),
+        "codes_identical_to_floor": torch.equal(codes["ours"], floor_codes),
+        "codebook_max_diff_after_ema": (after["ours"] - after["peer"]).abs().max().item(),
+        "times_ms": {name: [1000 * t for t in values] for name, values in times.items()},
+    }
+
+
+def profile(codebook_size: int, batch: int, device: str) -> None:
+    """torch.profiler's table of the ops in three of our steps, most time first."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    codebook = torch.randn(codebook_size, DIM).to(device)
+    latents = torch.randn(batch, DIM, *GRID).to(device)
+    ours = quantizers(codebook, ("ours",))["ours"]
+    step("ours", ours, latents)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profiler(activities=activities) as prof:
+        for _ in range(3):
+            step("ours", ours, latents)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    print(f"K={codebook_size}, three steps of ours:")
+    print(prof.key_averages().table(sort_by=key, row_limit=14))
+
+
+def memory_child(side: str, codebook_size: int, batch: int, device: str) -> None:
+    """Runs in a fresh process: one step of `side`, then prints its peak memory above the start as JSON."""
+    generator = torch.Generator().manual_seed(0)
+    codebook = torch.randn(codebook_size, DIM, generator=generator).to(device)
+    latents = torch.randn(batch, DIM, *GRID, generator=generator).to(device)
+    quantizer = quantizers(codebook, (side,))[side]
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        step(side, quantizer, latents)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the kernel's peak-RSS mark to the current RSS
+        start = _status_kb("VmRSS") * 1024
+        step(side, quantizer, latents)
+        peak = _status_kb("VmHWM") * 1024
+    print(json.dumps({"peak_bytes": peak - start}))
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_mb(side: str, size: int, batch: int, device: str, cap_gb: float) -> tuple[float | None, str]:
+    """Peak MB of one step of `side` in a fresh process (None if it failed) and the error it ended with."""
+    command = [sys.executable, __file__, "--memory-child", side, "--sizes", str(size)]
+    command += ["--batch", str(batch), "--device", device]
+    cap = int(cap_gb * 2**30)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    capped = limit if device == "cpu" else None
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=capped)
+    if done.returncode != 0:
+        return None, (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:300]
+    return json.loads(done.stdout.splitlines()[-1])["peak_bytes"] / 2**20, ""
+
+
+def memory(codebook_size: int, batch: int, full_batch: int | None, device: str, cap_gb: float) -> dict:
+    rows = batch * GRID[0] * GRID[1]
+    results = {"codebook_size": codebook_size, "rows": rows, "cap_gb": cap_gb}
+    for side in ("ours", "peer"):
+        results[f"{side}_peak_mb"], error = peak_mb(side, codebook_size, batch, device, cap_gb)
+        if error:
+            results[f"{side}_error"] = error
+    ours, peer = results["ours_peak_mb"], results["peer_peak_mb"]
+    results["peak_mem_ratio_vs_peer"] = ours / peer if ours and peer else None
+    # the peer's distances alone: one fp32 N x K matrix (it also makes an N x K one-hot and temporaries)
+    results["peer_distance_matrix_mb"] = rows * codebook_size * 4 / 2**20
+    if full_batch:
+        full_rows = full_batch * GRID[0] * GRID[1]
+        results["full_rows"] = full_rows
+        results["ours_full_peak_mb"], _ = peak_mb("ours", codebook_size, full_batch, device, cap_gb)
+        results["peer_full_peak_mb_extrapolated"] = peer * full_rows / rows if peer else None
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="K = 512, 1024; 3 repeats; memory at N = 2,048")
+    parser.add_argument("--sizes", type=int, nargs="+", help="codebook sizes K (default 512 1024 8192)")
+    parser.add_argument("--batch", type=int, default=64, help="latents (batch, 64, 32, 32): N = batch * 1024")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--memory-size", type=int, default=65536, help="K for the peak-memory test")
+    parser.add_argument("--memory-batch", type=int, help="batch for the memory test (default 4: N = 4,096)")
+    parser.add_argument("--memory-cap-gb", type=float, default=12.0, help="address-space cap per side (CPU)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, all cores)")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of our step")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--json", type=Path, help="write all results to this JSON file")
+    parser.add_argument("--memory-child", choices=["ours", "peer"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_child:
+        memory_child(args.memory_child, args.sizes[0], args.batch, device)
+        return 0
+    try:
+        import vector_quantize_pytorch  # noqa: F401
+    except ImportError:
+        print(f"error: the peer is missing; install it with: pip install {PEER}", file=sys.stderr)
+        return 1
+
+    sizes = args.sizes or ([512, 1024] if args.quick else [512, 1024, 8192])
+    if args.profile:
+        for size in sizes:
+            profile(size, args.batch, device)
+    warmup, repeats = (1, 3) if args.quick else (2, args.repeats)
+    results = []
+    for size in sizes:
+        print(f"K={size}: timing ours, {PEER} and the floor ({repeats} repeats)", file=sys.stderr, flush=True)
+        results.append(speed(size, args.batch, warmup, repeats, device))
+    memory_batch = args.memory_batch or (2 if args.quick else 4)
+    print(f"K={args.memory_size}: peak memory, one process per side", file=sys.stderr, flush=True)
+    full_batch = None if args.quick else args.batch
+    mem = memory(args.memory_size, memory_batch, full_batch, device, args.memory_cap_gb)
+
+    header = (
+        f"{'K':>6} {'ours ms':>9} {'search':>8} {'peer ms':>9} {'floor ms':>9} {'gemm ms':>9} {'speedup':>8}"
+    )
+    print(header + f" {'/floor':>7} {'codes identical':>16}")
+    for r in results:
+        print(
+            f"{r['codebook_size']:>6} {r['ours_ms']:>9.1f} {r['search_ms']:>8.1f} {r['peer_ms']:>9.1f} "
+            f"{r['floor_ms']:>9.1f} "
+            f"{r['gemm_ms']:>9.1f} {r['speedup_vs_peer']:>7.2f}x {r['ratio_to_floor']:>6.2f}x "
+            f"{str(r['codes_identical']):>16}"
+        )
+    peer_mb = f"{mem['peer_peak_mb']:.0f} MB" if mem["peer_peak_mb"] else f"failed ({mem.get('peer_error')})"
+    print(
+        f"peak memory of one step at K={mem['codebook_size']}, N={mem['rows']}: "
+        f"ours {mem['ours_peak_mb']:.0f} MB, "
+        f"peer {peer_mb} (its N x K distance matrix alone: {mem['peer_distance_matrix_mb']:.0f} MB)"
+    )
+    if mem.get("ours_full_peak_mb"):
+        extrapolated = mem["peer_full_peak_mb_extrapolated"]
+        print(
+            f"at N={mem['full_rows']}: ours {mem['ours_full_peak_mb']:.0f} MB; the peer's, extrapolated "
+            f"linearly in N: {extrapolated / 1024 if extrapolated else float('nan'):.0f} GB"
+        )
+    speedup = min(r["speedup_vs_peer"] for r in results)
+    to_floor = max(r["ratio_to_floor"] for r in results)
+    identical = all(r["codes_identical"] for r in results)
+    mem_ratio = mem["peak_mem_ratio_vs_peer"]
+    targets = (4.0, 1.5) if device == "cpu" else (2.0, 2.0)
+    goals = {
+        f"speedup_at_least_{targets[0]:g}x": speedup >= targets[0],
+        f"within_{targets[1]:g}x_of_floor": to_floor <= targets[1],
+        "codes_identical": identical,
+        "peak_memory_at_most_half_the_peer": mem_ratio is not None and mem_ratio <= 0.5,
+    }
+    print("goals: " + ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in goals.items()))
+    threads = torch.get_num_threads()
+    ks = "/".join(str(r["codebook_size"]) for r in results)
+    mem_text = f"{mem_ratio:.3f}x" if mem_ratio is not None else "n/a (peer failed)"
+    print(
+        f"quantizer fwd+bwd+EMA: {speedup:.2f}x vs {PEER} (slowest K), {to_floor:.2f}x the floor's time, "
+        f"codes identical {identical}, peak memory {mem_text} the peer's at K={mem['codebook_size']} "
+        f"(K={ks}, D={DIM}, N={results[0]['rows']}, {threads} threads, {device})"
+    )
+    if args.json:
+        report = {
+            "benchmark": "quantizer",
+            "speedup_vs_peer": speedup,
+            "ratio_to_floor": to_floor,
+            "codes_identical": identical,
+            "peak_mem_ratio_vs_peer": mem_ratio,
+            "goals": goals,
+            "results": results,
+            "memory": mem,
+            "settings": {"dim": DIM, "decay": DECAY, "beta": BETA, "warmup": warmup, "repeats": repeats},
+            "load_average": os.getloadavg(),
+            "machine": machine(device),
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
