@@ -15,7 +15,7 @@ import vqtoolkit
 from vqtoolkit.config import Recipe
 from vqtoolkit.model import Autoencoder, build_model
 from vqtoolkit.nn.base import Bottleneck, BottleneckOutput
-from vqtoolkit.nn.quantize import _perplexity
+from vqtoolkit.nn.quantize import _perplexity, usage_from_counts
 
 PEER = "vector-quantize-pytorch"
 
@@ -68,10 +68,7 @@ class PeerVQ(Bottleneck):
         self.usage_counts.zero_()
 
     def usage_stats(self) -> dict[str, float]:
-        return {
-            "used_fraction": (self.usage_counts > 0).double().mean().item(),
-            "perplexity": _perplexity(self.usage_counts).item(),
-        }
+        return usage_from_counts(self.usage_counts)
 
 
 def machine(device: str) -> dict:

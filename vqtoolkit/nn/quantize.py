@@ -45,6 +45,11 @@ def _perplexity(counts: Tensor) -> Tensor:
     return torch.where(total > 0, perplexity, torch.zeros_like(perplexity))
 
 
+def usage_from_counts(counts: Tensor) -> dict[str, float]:
+    """Fraction of the codes used at least once, and the perplexity of their usage."""
+    return {"used_fraction": (counts > 0).double().mean().item(), "perplexity": _perplexity(counts).item()}
+
+
 def _check_latents(z: Tensor, dim: int) -> None:
     if z.ndim not in (3, 4, 5) or z.shape[1] != dim:
         raise ValueError(f"expected latents (B, {dim}, *grid) with a grid of rank 1-3, got {tuple(z.shape)}")
@@ -299,10 +304,7 @@ class VectorQuantizer(Bottleneck):
 
     def usage_stats(self) -> dict[str, float]:
         """Code usage accumulated by every forward/encode since the last `reset_usage`."""
-        return {
-            "used_fraction": (self.usage_counts > 0).double().mean().item(),
-            "perplexity": _perplexity(self.usage_counts).item(),
-        }
+        return usage_from_counts(self.usage_counts)
 
 
 class ResidualVQ(Bottleneck):
