@@ -61,11 +61,13 @@ class SourceSizeWriter:
         self.writer = VideoWriter(path, fps, *self.size, audio_rate=audio_rate)
 
     def write(self, piece: Tensor) -> None:
-        if all(self.size) and tuple(piece.shape[-2:]) != self.size:
-            frames = rearrange(piece, "c t h w -> t c h w")
-            frames = F.interpolate(frames, self.size, mode="bilinear", antialias=True)
-            piece = rearrange(frames, "t c h w -> c t h w")
-        self.writer.write(piece)
+        if not all(self.size) or tuple(piece.shape[-2:]) == self.size:
+            self.writer.write(piece)
+            return
+        # One frame at a time: a piece of 720p float frames would take 11 MB a frame, several times over.
+        for frame in rearrange(piece, "c t h w -> t c h w"):
+            frame = F.interpolate(frame[None], self.size, mode="bilinear", antialias=True)
+            self.writer.write(rearrange(frame, "1 c h w -> c 1 h w"))
 
     def write_audio(self, samples: Tensor) -> None:
         self.writer.write_audio(samples)
