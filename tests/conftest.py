@@ -148,3 +148,9 @@ def tiny_image_run(tmp_path_factory) -> Path:
 def tiny_speech_run(tmp_path_factory) -> Path:
     """A small speech VQ-VAE trained once on the shipped Asterisk prompts."""
     return train_tiny("speech", tmp_path_factory.mktemp("tiny_speech") / "run")
+
+
+@pytest.fixture(scope="session")
+def tiny_video_run(tmp_path_factory) -> Path:
+    """A small video VQ-VAE trained once on the shipped Big Buck Bunny clip (modules may override it)."""
+    return train_tiny("video", tmp_path_factory.mktemp("tiny_video") / "run")

@@ -3,21 +3,12 @@
 from fractions import Fraction
 
 import pytest
-from conftest import ROOT, TINY_VIDEO, vqt
+from conftest import ROOT, vqt
 from safetensors import safe_open
 from test_video_io import NTSC, audio_only, encode, pattern
 from vqt_video.io import read_video, video_info
 
 SHIPPED = ROOT / "plugins/vqt_video/data/bigbuckbunny/bigbuckbunny_64.mp4"
-
-
-@pytest.fixture(scope="module")
-def tiny_video_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("tiny_video") / "run"
-    overrides = [*TINY_VIDEO, "bottleneck.codebook_size=16", f"train.out_dir={run_dir}"]
-    result = vqt("train", ROOT / "recipes/video_vqvae.yaml", *overrides)
-    assert result.returncode == 0, result.stderr
-    return run_dir
 
 
 def round_trip(run_dir, source, tmp_path, *extra):

@@ -8,6 +8,7 @@ import sys
 import click
 
 from vqtoolkit.errors import VQTError
+from vqtoolkit.memory import fix_mmap_threshold
 
 
 class Group(click.Group):
@@ -81,7 +82,7 @@ def plugins(show_all, as_json):
 
 
 @cli.command()
-@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("recipe")
 @click.argument("overrides", nargs=-1)
 def validate(recipe, overrides):
     """Check a recipe (and dotted overrides) without building anything.
@@ -100,7 +101,14 @@ def validate(recipe, overrides):
 @click.argument("recipe", required=False)
 @click.argument("overrides", nargs=-1)
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in RUN_DIR.")
-def train(recipe, overrides, resume_dir):
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train data-parallel in this many processes (one per GPU), as torchrun would.",
+)
+def train(recipe, overrides, resume_dir, nproc):
     """Train a model from a YAML recipe; dotted overrides change any key.
 
     Writes config.yaml, model.safetensors, metrics.jsonl, reconstruction pictures and a resumable
@@ -108,19 +116,25 @@ def train(recipe, overrides, resume_dir):
     Ctrl-C (SIGINT) or SIGTERM saves a checkpoint at the end of the current step and exits 130 or 143;
     --resume continues from it.
 
+    --nproc N (or `torchrun --nproc-per-node N -m vqtoolkit train ...`) trains in N processes with
+    DDP, train.batch_size being the global batch; rank 0 writes the files.
+
     \b
     Examples:
       vqt train recipes/image_vqvae.yaml
       vqt train recipes/image_vqvae.yaml train.max_steps=5000 train.out_dir=runs/fmnist
       vqt train --resume runs/fmnist train.max_steps=8000
+      vqt train --nproc 4 recipes/video_vqvae.yaml train.batch_size=32
     """
     from pathlib import Path
 
     from vqtoolkit.config import load_recipe
+    from vqtoolkit.train import distributed
     from vqtoolkit.train.checkpoint import CONFIG_FILE
     from vqtoolkit.train.loop import Trainer
     from vqtoolkit.train.signals import Interrupted
 
+    passed_on = [*(["--resume", resume_dir] if resume_dir else []), *([recipe] if recipe else []), *overrides]
     overrides = list(overrides)
     if resume_dir:
         if recipe:
@@ -131,25 +145,46 @@ def train(recipe, overrides, resume_dir):
     elif not recipe:
         raise click.UsageError("give a recipe, e.g. vqt train recipes/image_vqvae.yaml")
     recipe = load_recipe(recipe, overrides)
-    if recipe.tokenizer:  # a prior over the codes of a trained VQ-VAE
-        from vqtoolkit.train.prior import PriorTrainer
-
-        trainer = PriorTrainer(recipe, run_dir=resume_dir, resume=bool(resume_dir))
-    else:
-        trainer = Trainer(recipe, run_dir=resume_dir, resume=bool(resume_dir))
+    world_size = nproc if nproc > 1 else distributed.current().world_size
+    if recipe.tokenizer and world_size > 1:
+        raise VQTError("priors train in one process: leave out --nproc (or run without torchrun)")
+    if recipe.train.batch_size % world_size:
+        raise VQTError(
+            f"train.batch_size: {recipe.train.batch_size} does not split evenly over {world_size} processes"
+        )
+    if nproc > 1:  # this process launches the workers (each one runs this command without --nproc)
+        sys.exit(distributed.launch(nproc, passed_on))
+    main_rank = distributed.current().main
     try:
-        results = trainer.fit()
-    except Interrupted as exc:  # SIGINT or SIGTERM: the trainer saved a checkpoint
-        click.echo(str(exc), err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
-        click.echo(f"interrupted at step {trainer.step} (nothing saved since the last checkpoint)", err=True)
-        sys.exit(130)
-    click.echo(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.step, **results}, indent=2))
+        if recipe.tokenizer:  # a prior over the codes of a trained VQ-VAE
+            from vqtoolkit.train.prior import PriorTrainer
+
+            trainer = PriorTrainer(recipe, run_dir=resume_dir, resume=bool(resume_dir))
+        else:
+            trainer = Trainer(recipe, run_dir=resume_dir, resume=bool(resume_dir))
+        try:
+            results = trainer.fit()
+        except Interrupted as exc:  # SIGINT or SIGTERM: the trainer saved a checkpoint
+            if main_rank:
+                click.echo(str(exc), err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+            if main_rank:
+                message = f"interrupted at step {trainer.step} (nothing saved since the last checkpoint)"
+                click.echo(message, err=True)
+            sys.exit(130)
+    except VQTError:
+        if main_rank:
+            raise
+        sys.exit(1)  # every rank meets the same mistake: rank 0 reports it, once
+    finally:
+        distributed.shutdown()
+    if main_rank:
+        click.echo(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.step, **results}, indent=2))
 
 
 @cli.command("eval")
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir")
 @click.option("--data", "data_path", help="Evaluate on this data instead of the run's held-out split.")
 @click.option("--batches", default=0, help="Stop after this many batches (0 = all).")
 def eval_command(run_dir, data_path, batches):
@@ -185,14 +220,12 @@ def eval_command(run_dir, data_path, batches):
 
 
 def audio_model_option(help: str):
-    return click.option("--audio-model", "audio_run_dir", type=click.Path(file_okay=False), help=help)
+    return click.option("--audio-model", "audio_run_dir", metavar="RUN_DIR", help=help)
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option(
-    "--model", "run_dir", required=True, type=click.Path(file_okay=False), help="A trained run directory."
-)
+@click.option("--model", "run_dir", required=True, metavar="RUN_DIR", help="A trained run directory.")
 @click.option("-o", "--output", required=True, help="A .codes file for one input, else a folder.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @audio_model_option("A speech run: videos also get their audio track's codes, in the same codes file.")
@@ -215,8 +248,9 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir):
     from tqdm import tqdm
 
     from vqtoolkit.progress import progress
-    from vqtoolkit.tokenize import Tokenizer
+    from vqtoolkit.tokenize import Tokenizer, codes_targets
 
+    fix_mmap_threshold()  # long media: keep the heap from fragmenting (see vqtoolkit/memory.py)
     tokenizer = Tokenizer.load(run_dir, device)
     audio = Tokenizer.load(audio_run_dir, device) if audio_run_dir else None
     files = tokenizer.media_files(list(inputs))
@@ -227,8 +261,9 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir):
         click.echo(f"note: {note}" if note else f"wrote {target}", err=True)
         return
     failures = 0
-    for path in progress(files, desc="tokenize", unit="file"):
-        target = output / (path.stem + ".codes")
+    targets = codes_targets(files, output)  # refuses two inputs that would share a codes file
+    bar = sys.stderr.isatty()  # off in logs: tqdm.write would wrap each error line in the bar's redraws
+    for path, target in progress(list(zip(files, targets)), desc="tokenize", unit="file", disable=not bar):
         try:
             note = tokenizer.tokenize(path, target, audio)
             if note:
@@ -243,10 +278,8 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir):
 
 
 @cli.command()
-@click.argument("codes", type=click.Path(dir_okay=False))
-@click.option(
-    "--model", "run_dir", required=True, type=click.Path(file_okay=False), help="The run that made the codes."
-)
+@click.argument("codes")
+@click.option("--model", "run_dir", required=True, metavar="RUN_DIR", help="The run that made the codes.")
 @click.option("-o", "--output", required=True, help="The media file to write, e.g. recon.png.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @audio_model_option("The speech run that made the audio codes of a video: the output gets both streams.")
@@ -262,6 +295,7 @@ def decode(codes, run_dir, output, device, audio_run_dir):
 
     from vqtoolkit.tokenize import Tokenizer
 
+    fix_mmap_threshold()
     audio = Tokenizer.load(audio_run_dir, device) if audio_run_dir else None
     note = Tokenizer.load(run_dir, device).decode_file(Path(codes), Path(output), audio)
     if note:
@@ -270,12 +304,10 @@ def decode(codes, run_dir, output, device, audio_run_dir):
 
 
 @cli.command("sample")
-@click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="The VQ-VAE run.")
-@click.option("--prior", "prior_dir", required=True, type=click.Path(file_okay=False), help="A prior run.")
+@click.option("--model", "run_dir", required=True, metavar="RUN_DIR", help="The VQ-VAE run.")
+@click.option("--prior", "prior_dir", required=True, metavar="RUN_DIR", help="A prior run.")
 @click.option("-n", "count", default=16, show_default=True, help="How many samples.")
-@click.option(
-    "-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder for the samples."
-)
+@click.option("-o", "--output", required=True, metavar="FOLDER", help="Folder for the samples.")
 @click.option("--temperature", default=1.0, show_default=True, help="Below 1: safer samples; above: wilder.")
 @click.option("--seed", default=0, show_default=True, help="The same seed gives the same samples.")
 @click.option("--naive", is_flag=True, help="Recompute the whole grid per position (slow; for checking).")
@@ -307,3 +339,6 @@ def main():
     load_plugins()
     pm.hook.register_commands(cli=cli)
     cli(prog_name="vqt")
+
+
+from vqtoolkit import cli_tools  # noqa: E402,F401  (registers report, info, export, completion)

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from vqtoolkit.errors import VQTError
-from vqtoolkit.train.checkpoint import save_tensors
+from vqtoolkit.train.checkpoint import read_safetensors, save_tensors
 
 FORMAT, VERSION = "vqtoolkit.codes", 1
 
@@ -70,27 +69,65 @@ def read_codes_with_audio(
     path: str | Path,
 ) -> tuple[torch.Tensor, CodesMeta, tuple[torch.Tensor, CodesMeta] | None]:
     path = Path(path)
+    if path.is_dir():
+        raise VQTError(f"{path}: is a directory, not a codes file")
     if not path.is_file():
         raise VQTError(f"{path}: no such codes file")
     try:
-        with safe_open(str(path), "pt") as f:
-            header = f.metadata() or {}
-            if header.get("format") != FORMAT or "codes" not in f.keys():
-                raise VQTError(f"{path}: not a vqtoolkit codes file")
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        tensors, header = read_safetensors(path)
+    except VQTError as exc:
+        raise VQTError(f"{path}: not a readable codes file ({_reason(exc, path)})") from None
+    if header.get("format") != FORMAT or "codes" not in tensors:
+        raise VQTError(f"{path}: not a vqtoolkit codes file")
+    try:
         meta = CodesMeta(
             **{key: json.loads(header[key]) for key in CodesMeta.__dataclass_fields__ if key in header}
         )
         audio_meta = CodesMeta(**json.loads(header["audio"])) if "audio" in header else None
-    except (SafetensorError, OSError, ValueError, TypeError) as exc:
-        raise VQTError(f"{path}: not a readable codes file ({exc})") from None
+    except (ValueError, TypeError) as exc:
+        raise VQTError(f"{path}: not a readable codes file ({str(exc).splitlines()[0][:200]})") from None
     codes = _checked(path, "codes", tensors["codes"], meta)
     if audio_meta is None or "audio_codes" not in tensors:
         return codes, meta, None
     return codes, meta, (_checked(path, "audio codes", tensors["audio_codes"], audio_meta), audio_meta)
 
 
+def _reason(exc: VQTError, path: Path) -> str:
+    """What read_safetensors said is wrong, without the path and its own wording around it."""
+    reason = (
+        str(exc).removeprefix(f"{path}: ").removeprefix("not a valid safetensors file, refusing to load it")
+    )
+    return reason.strip().removeprefix("(").removesuffix(")") or "not a safetensors file"
+
+
+def _is_int_list(value: Any, least: int) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= least for v in value
+    )
+
+
+def _check_meta(path: Path, what: str, meta: CodesMeta) -> None:
+    """Metadata of the right types, so that nothing downstream trips over a tampered header."""
+    problems = []
+    if not isinstance(meta.version, int) or isinstance(meta.version, bool):
+        problems.append(f"version {meta.version!r} is not an integer")
+    for name in ("modality", "model_hash"):
+        if not isinstance(getattr(meta, name), str):
+            problems.append(f"{name} {getattr(meta, name)!r} is not a string")
+    for name, least in (("latent_grid", 1), ("codebook_sizes", 1), ("original_shape", 1)):
+        if not _is_int_list(getattr(meta, name), least) or not getattr(meta, name):
+            problems.append(f"{name} {getattr(meta, name)!r} is not a list of integers >= {least}")
+    for name in ("media", "chunking"):
+        if not isinstance(getattr(meta, name), dict):
+            problems.append(f"{name} {getattr(meta, name)!r} is not a mapping")
+    if not problems and len(meta.original_shape) != len(meta.latent_grid):
+        problems.append(f"original_shape {meta.original_shape} and latent_grid {meta.latent_grid} differ")
+    if problems:
+        raise VQTError(f"{path}: {what} metadata is invalid: {problems[0][:200]}")
+
+
 def _checked(path: Path, what: str, codes: torch.Tensor, meta: CodesMeta) -> torch.Tensor:
+    _check_meta(path, what, meta)
     if meta.version > VERSION:
         raise VQTError(
             f"{path}: codes format version {meta.version} is newer than this vqtoolkit reads ({VERSION})"

@@ -33,12 +33,12 @@ class Component:
     """A registered component chosen by name; every other key is a keyword argument of its factory."""
 
     name: str = ""  # "" = the modality's default
-    args: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)  # the other keys of the mapping: factory options
 
 
 @dataclass
 class DataConfig:
-    modality: str = "image"
+    modality: str = "image"  # a registered modality: speech, image, video, or one a plugin adds
     path: str = ""  # a file, a folder or a dataset file; "" = the small sample that ships with the modality
     eval_path: str = ""  # held-out data; "" = the held-out split of `path` (its test files, or its last 10%)
     channels: int = 1  # 1 = grey / mono, 3 = RGB
@@ -48,36 +48,36 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    encoder: Component = field(default_factory=Component)
-    decoder: Component = field(default_factory=Component)
-    loss: Component = field(default_factory=Component)
+    encoder: Component = field(default_factory=Component)  # media -> latent grid
+    decoder: Component = field(default_factory=Component)  # latent grid -> media
+    loss: Component = field(default_factory=Component)  # reconstruction loss
     latent_dim: int = 64  # channels of the latent grid = code vector size
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
+    lr: float = 2e-4  # peak learning rate of AdamW
+    weight_decay: float = 0.0  # AdamW weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
     grad_clip: float = 1.0  # max gradient norm; 0 = off
-    schedule: Literal["constant", "cosine"] = "cosine"
-    warmup_steps: int = 0
+    schedule: Literal["constant", "cosine"] = "cosine"  # cosine: decays to 0 at train.max_steps
+    warmup_steps: int = 0  # linear warm-up from 0 over this many steps
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000
-    batch_size: int = 32
+    max_steps: int = 1000  # optimisation steps; `vqt train --resume RUN train.max_steps=N` extends a run
+    batch_size: int = 32  # examples per step (over all processes when training data-parallel)
     device: str = "auto"  # auto = cuda when present, else cpu
-    out_dir: str = "runs/run"
-    seed: int = 0
+    out_dir: str = "runs/run"  # the run directory: config, weights, metrics, pictures, checkpoint
+    seed: int = 0  # seeds the model initialisation and the data order
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast applies on CUDA only
     compile: bool = False  # torch.compile the model
-    channels_last: bool = False
-    log_every: int = 10
+    channels_last: bool = False  # channels-last memory format for images and video (faster on GPUs)
+    log_every: int = 10  # steps between records in metrics.jsonl
     eval_every: int = 0  # 0 = only at the end
-    picture_every: int = 200
-    checkpoint_every: int = 200
+    picture_every: int = 200  # steps between reconstruction pictures recon_*.png; 0 = only at the end
+    checkpoint_every: int = 200  # steps between resumable checkpoints; 0 = only at the end
     eval_batches: int = 0  # 0 = the whole held-out split
     # A step whose loss (or gradient) is NaN or inf is skipped; this many in a row are tolerated (a bad batch
     # or two), one more stops training as diverged. 0 = stop at the first.
@@ -89,12 +89,12 @@ class TrainConfig:
 
 @dataclass
 class Recipe:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    bottleneck: Component = field(default_factory=lambda: Component("vq"))
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    prior: Component | None = None
+    data: DataConfig = field(default_factory=DataConfig)  # what to train and evaluate on
+    model: ModelConfig = field(default_factory=ModelConfig)  # the encoder, decoder and loss
+    bottleneck: Component = field(default_factory=lambda: Component("vq"))  # vq, rvq, gaussian, none, ...
+    optim: OptimConfig = field(default_factory=OptimConfig)  # the optimizer (AdamW) and its schedule
+    train: TrainConfig = field(default_factory=TrainConfig)  # the training loop and the run directory
+    prior: Component | None = None  # prior recipes: the prior over the codes (default pixelcnn)
     tokenizer: str = ""  # prior recipes: the trained VQ-VAE run whose codes the prior models
 
 
@@ -108,16 +108,23 @@ class RecipeError(VQTError):
 def load_recipe(path: str | Path, overrides: list[str] = (), check: bool = True) -> Recipe:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read recipe: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"{path}: not a text file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not UTF-8)"
+        ) from None
     try:
-        raw = yaml.load(text, Loader=_YAMLLoader) or {}
+        raw = yaml.load(text, Loader=_YAMLLoader)
+        if raw is None:
+            raise RecipeError(f"{path}: empty recipe (a recipe is a mapping of sections: data, model, ...)")
         lines = _key_lines(yaml.compose(text, Loader=_YAMLLoader), "") if raw else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise RecipeError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = (getattr(exc, "problem", None) or str(exc) or type(exc).__name__).splitlines()[0]
+        raise RecipeError(f"{path}{where}: not valid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of sections (data, model, train, ...)")
     recipe = parse_recipe(raw, overrides, source=str(path), lines=lines)

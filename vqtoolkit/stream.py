@@ -12,6 +12,7 @@ import math
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from copy import deepcopy as copy_module
 
 import torch
 import torch.nn.functional as F
@@ -59,19 +60,39 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def _positive_copy(module: nn.Module) -> nn.Module:
+    """A copy with every weight and bias made positive: fed positive inputs, no ReLU in it is ever off, so
+    its input gradient reaches every step the architecture connects (whatever the trained weights)."""
+    copy = copy_module(module)
+    with torch.no_grad():
+        for parameter in copy.parameters():
+            parameter.abs_().add_(1e-3)
+    return copy
+
+
 def receptive_radius(module: nn.Module, shape: list[int], outputs_per_input: float) -> int:
     """Input steps along the first grid axis that reach the middle output, on either side: found from the
-    gradient of that output with respect to a random (1, *shape) input, grown until the field fits inside.
-    `outputs_per_input` is 1/downsampling for an encoder and the upsampling for a decoder."""
+    gradient of that output with respect to a (1, *shape) input, grown until the field fits inside.
+    `outputs_per_input` is 1/downsampling for an encoder and the upsampling for a decoder.
+
+    With the trained weights and one random input, ReLUs that happen to be off hide part of the field, so
+    the field is the union of a seeded random probe and a probe of the all-positive copy of the module."""
     shape = list(shape)
+    positive = _positive_copy(module)
     while True:
-        x = torch.randn(1, *shape, requires_grad=True)
-        with torch.enable_grad():
-            out = module(x)
-            middle = out.shape[2] // 2
-            out.narrow(2, middle, 1).sum().backward()
-        touched = torch.nonzero(reduce(x.grad.abs(), "1 c t ... -> t", "sum")).flatten()
-        first, last = touched.min().item(), touched.max().item()
+        random = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+        touched = torch.zeros(shape[1], dtype=torch.bool)
+        for probe, x in ((module, random), (positive, random.abs() + 0.1)):
+            x.requires_grad_()
+            with torch.enable_grad():
+                out = probe(x)
+                middle = out.shape[2] // 2
+                (grad,) = torch.autograd.grad(out.narrow(2, middle, 1).sum(), x)  # no weight gradients
+            touched |= reduce(grad.abs(), "1 c t ... -> t", "sum") > 0
+        steps = torch.nonzero(touched).flatten()
+        if len(steps) == 0:
+            raise ValueError("the model's output does not depend on its input")
+        first, last = steps.min().item(), steps.max().item()
         if (first > 0 and last < shape[1] - 1) or shape[1] > 2**22:
             centre = middle / outputs_per_input
             return math.ceil(max(centre - first, last - centre)) + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,12 +44,15 @@ class Tokenizer:
 
     def media_files(self, paths: list[str]) -> list[Path]:
         """Expand folders into the files this model's modality reads, sorted."""
-        files = []
+        files, seen = [], set()
         for path in map(Path, paths):
             found = (
                 media_files(path, self.modality.extensions, self.modality.name) if path.is_dir() else [path]
             )
-            files.extend(found)
+            for file in found:  # a file named twice (or inside a folder also named) is tokenized once
+                if os.path.abspath(file) not in seen:
+                    seen.add(os.path.abspath(file))
+                    files.append(file)
         return files
 
     def options(self, fn) -> dict:
@@ -183,6 +187,33 @@ class Tokenizer:
             )
         if meta.codebook_sizes != self.model.bottleneck.codebook_sizes():
             raise VQTError(f"{source}: codebook sizes {meta.codebook_sizes} do not match {self.run_dir}")
+        ds = list(self.model.downsample)
+        rank = self.modality.rank
+        if len(meta.latent_grid) != rank:
+            raise VQTError(
+                f"{source}: holds a {len(meta.latent_grid)}-D code grid; {self.run_dir} decodes {rank}-D"
+            )
+        fits = [-(-size // factor) for size, factor in zip(meta.original_shape, ds)] == meta.latent_grid
+        if len(ds) == rank and not fits:
+            raise VQTError(
+                f"{source}: original size {meta.original_shape} does not fit the code grid "
+                f"{meta.latent_grid} at the downsampling {ds} of {self.run_dir}"
+            )
+
+
+def codes_targets(files: list[Path], folder: Path) -> list[Path]:
+    """The codes file in `folder` for each input, named after it; two inputs that would share one are refused
+    before anything is written (a.png and sub/a.png, or a.png and a.jpg)."""
+    targets: dict[Path, Path] = {}
+    for file in files:
+        target = folder / (file.stem + ".codes")
+        if target in targets:
+            raise VQTError(
+                f"{file}: its codes would overwrite those of {targets[target]} (both {target.name}); "
+                "tokenize one of them on its own"
+            )
+        targets[target] = file
+    return list(targets)
 
 
 def interleave(tracks: dict[str, Iterator[torch.Tensor]], rates: dict[str, float]):

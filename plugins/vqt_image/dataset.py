@@ -116,8 +116,11 @@ def image_dataset(
         raise VQTError(f"data.multiple must be at least 1, got {multiple}")
     source = _load_source(Path(path).expanduser() if path else SAMPLE_DIR, split)
     target_size = (int(size[0]), int(size[1])) if size else None
-    if target_size is None and isinstance(source, list):
-        _check_uniform_size(source)
+    # Headers are read now when sizes must agree, and when the path is one image file (an unreadable one is
+    # reported at once, not as a batch size error); a folder resized to data.size is read lazily.
+    one_file = isinstance(source, list) and Path(path).expanduser().is_file()
+    if isinstance(source, list) and (target_size is None or one_file):
+        _check_headers(source, uniform=target_size is None)
     return ImageDataset(source, channels, target_size, resize, multiple)
 
 
@@ -163,12 +166,13 @@ def _holdout(items: Tensor | list[Path], split: str) -> Tensor | list[Path]:
     return items[len(items) - n_test :] if split == "test" else items[: len(items) - n_test]
 
 
-def _check_uniform_size(files: list[Path]) -> None:
-    """Without data.size every image must share the first one's size (reads headers only)."""
+def _check_headers(files: list[Path], uniform: bool) -> None:
+    """Every file must be an image (reads headers only); with `uniform` (no data.size) all of the first
+    one's size."""
     first_size = image_size(files[0])
     for file in files[1:]:
         size = image_size(file)
-        if size != first_size:
+        if uniform and size != first_size:
             raise VQTError(
                 f"{file}: image is {size[0]}x{size[1]} (HxW) but {files[0].name} is "
                 f"{first_size[0]}x{first_size[1]}; set data.size to bring them to one size"

@@ -51,6 +51,8 @@ def _reading_image(path: Path) -> Iterator[None]:
         raise _missing(path)
     if path.is_dir():
         raise VQTError(f"{path}: is a directory, not an image file")
+    if path.stat().st_size == 0:
+        raise VQTError(f"{path}: empty file")
     try:
         yield
     except UnidentifiedImageError:

@@ -43,6 +43,10 @@ def _reading_video(path: Path):
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
     if not container.streams.video:
         raise VQTError(f"{path}: no video stream")
+    if container.format.name.endswith("_pipe") or container.format.name == "image2":
+        # FFmpeg opens a still image (say a PNG named .mp4) as a one-frame video: refuse, it is not one
+        kind = container.format.name.removesuffix("_pipe").upper()
+        raise VQTError(f"{path}: holds a still image ({kind}), not a video")
     return container.streams.video[0]
 
 

@@ -37,6 +37,31 @@ def _broadcast(tensor: Tensor, src: int = 0) -> Tensor:
     return tensor
 
 
+def _row_span(num_rows: int, device: torch.device) -> tuple[int, int]:
+    """(first, total): where this rank's rows sit among all ranks' rows taken in rank order; (0, num_rows)
+    outside torch.distributed. With data parallelism that order is the combined batch's."""
+    if not _distributed():
+        return 0, num_rows
+    sizes = torch.zeros(dist.get_world_size(), dtype=torch.long, device=device)
+    sizes[dist.get_rank()] = num_rows
+    sizes = _all_reduce_sum(sizes).tolist()
+    return sum(sizes[: dist.get_rank()]), sum(sizes)
+
+
+def _pick_rows(rows: Tensor, indices: Tensor, first: int) -> Tensor:
+    """The vectors x of rows [x, 1] at `indices` among all ranks' rows (see `_row_span`), on every rank.
+
+    Every rank draws the same indices (same seed, same draws), fills in the ones among its own rows and
+    a sum over ranks completes them: the very rows one process would pick from the combined batch.
+    """
+    if not _distributed():
+        return rows[indices, :-1]
+    local = indices - first
+    inside = ((local >= 0) & (local < rows.shape[0]))[:, None]
+    picked = rows[local.clamp(0, rows.shape[0] - 1), :-1]
+    return _all_reduce_sum(torch.where(inside, picked, torch.zeros_like(picked)))
+
+
 def _perplexity(counts: Tensor) -> Tensor:
     """exp(entropy) of the normalised counts: the effective number of codes in use (0 for no counts)."""
     total = counts.sum()
@@ -126,7 +151,9 @@ class VectorQuantizer(Bottleneck):
         chunk_size: rows per distance chunk (0 = automatic: rows * K below 2**22 floats, 2**26 on CUDA).
 
     Without kmeans_init the codebook starts uniform in (-1/K, 1/K), as in the VQ-VAE reference code.
-    Usage counts (`usage_stats`) are local to each rank.
+    Under torch.distributed (data parallel training), the EMA sums and counts, the k-means init and the
+    dead-code restarts all use every rank's latents: each rank holds the codebook one process would have
+    on the combined batch. Usage counts (`usage_stats`) and the stats of `forward` are local to each rank.
     """
 
     discrete = True
@@ -201,12 +228,13 @@ class VectorQuantizer(Bottleneck):
 
     @torch.no_grad()
     def _init_by_kmeans(self, rows: Tensor) -> None:
-        num_rows, num_codes = rows.shape[0], self.codebook_size
+        first, num_rows = _row_span(rows.shape[0], rows.device)  # all ranks' rows, so all agree
+        num_codes = self.codebook_size
         if num_rows >= num_codes:
             start = torch.randperm(num_rows, device=rows.device)[:num_codes]
         else:
             start = torch.randint(num_rows, (num_codes,), device=rows.device)
-        centroids = _broadcast(rows[start, :-1].contiguous())
+        centroids = _pick_rows(rows, start, first).contiguous()
         for _ in range(self.kmeans_iters):
             codes = self._nearest(rows, centroids)
             sums = _all_reduce_sum(self._cluster_sums(rows, codes))
@@ -231,12 +259,15 @@ class VectorQuantizer(Bottleneck):
 
     @torch.no_grad()
     def _restart_dead_codes(self, rows: Tensor, counts: Tensor) -> Tensor:
-        """Re-seed codes unused for `dead_code_steps` steps (`counts` are global) from random batch rows."""
+        """Re-seed codes unused for `dead_code_steps` steps (`counts` are global) from random rows of the
+        (combined) batch."""
         self.steps_unused.add_(1).mul_(counts == 0)
         dead = self.steps_unused >= self.dead_code_steps
         # Drawing a candidate for every code and selecting with `where` avoids a host sync on dead.any().
-        candidates = rows[torch.randint(rows.shape[0], (self.codebook_size,), device=rows.device), :-1]
-        candidates = _broadcast(candidates.float().contiguous())
+        first, num_rows = _row_span(rows.shape[0], rows.device)
+        candidates = _pick_rows(
+            rows, torch.randint(num_rows, (self.codebook_size,), device=rows.device), first
+        )
         dead_rows = dead[:, None]
         self.codebook.data.copy_(torch.where(dead_rows, candidates, self.codebook))
         self.ema_sum.copy_(torch.where(dead_rows, candidates, self.ema_sum))

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 
 from vqtoolkit.errors import VQTError
 
@@ -55,7 +56,7 @@ def atomic_write_all(files: list[tuple[Path, Callable[[str], None]]]) -> None:
 
 def tensors_writer(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return lambda tmp: save_file(tensors, tmp, metadata=metadata)
+    return lambda tmp: Path(tmp).write_bytes(save_bytes(tensors, metadata=metadata))
 
 
 def save_tensors(
@@ -64,14 +65,33 @@ def save_tensors(
     atomic_write(path, tensors_writer(tensors, metadata))
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Load safetensors only; anything else (a pickle planted as a checkpoint) is refused unread."""
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; anything else (a pickle planted as a checkpoint) is
+    refused unread. Read as bytes, so any file name works (safetensors' own paths must be UTF-8)."""
     try:
-        return load_file(str(path))
+        data = Path(path).read_bytes()
+        tensors = load_bytes(data)
+        return tensors, _header_metadata(data[8 : 8 + int.from_bytes(data[:8], "little")])
     except FileNotFoundError:
         raise VQTError(f"{path}: file not found") from None
     except (SafetensorError, OSError, ValueError) as exc:
-        raise VQTError(f"{path}: not a valid safetensors file, refusing to load it ({exc})") from None
+        raise VQTError(f"{path}: not a valid safetensors file, refusing to load it ({_line(exc)})") from None
+
+
+def _header_metadata(header: bytes) -> dict[str, str]:
+    metadata = json.loads(header).get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ValueError("its metadata is not a map of strings")
+    return metadata
+
+
+def _line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load safetensors only; anything else (a pickle planted as a checkpoint) is refused unread."""
+    return read_safetensors(path)[0]
 
 
 def file_hash(path: Path) -> str:
@@ -121,8 +141,15 @@ def load_state(path: Path, optimizer: torch.optim.Optimizer) -> dict:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    with safe_open(str(path), "pt") as f:
-        return f.metadata() or {}
+    """The metadata of a safetensors file, reading its header only."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if size > 100_000_000:
+                raise ValueError(f"header of {size} bytes")
+            return _header_metadata(f.read(size))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise VQTError(f"{path}: not a valid safetensors file ({_line(exc)})") from None
 
 
 # A checkpoint is two files, and a kill can land between their writes. Both carry the step. Both are

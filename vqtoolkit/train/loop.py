@@ -18,16 +18,24 @@ from vqtoolkit.model import Autoencoder, build_model
 from vqtoolkit.pictures import save_reconstructions
 from vqtoolkit.plugins import registry
 from vqtoolkit.progress import progress
+from vqtoolkit.train import distributed
 from vqtoolkit.train.checkpoint import (
     CONFIG_FILE,
     METRICS_FILE,
+    MODEL_FILE,
+    STATE_FILE,
     atomic_write,
     load_checkpoint,
+    load_state,
+    load_tensors,
     save_checkpoint,
 )
 from vqtoolkit.train.data import BatchStream, eval_loader, make_dataset
 from vqtoolkit.train.evaluate import evaluate
 from vqtoolkit.train.signals import StopOnSignals
+
+DATA_WAIT_WARNING = 0.2  # warn when more of the step time than this went to waiting for the next batch
+DATA_WAIT_MIN_STEPS = 50  # ... in a run of at least this many steps
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,15 +68,24 @@ class Trainer:
         resume: bool = False,
         model: Autoencoder | None = None,
     ):
-        """`model` replaces the one the recipe builds (benchmarks swap in a peer's quantizer this way)."""
+        """`model` replaces the one the recipe builds (benchmarks swap in a peer's quantizer this way).
+
+        Under torchrun (WORLD_SIZE > 1) this is one rank of data-parallel training (see
+        vqtoolkit.train.distributed): only rank 0 writes files, shows progress and evaluates.
+        """
         self.recipe, cfg = recipe, recipe.train
         self.run_dir = Path(run_dir or cfg.out_dir)
-        self.device = resolve_device(cfg.device)
+        self.ranks, self.device = distributed.setup(resolve_device(cfg.device))
+        if cfg.batch_size % self.ranks.world_size:
+            raise VQTError(
+                f"train.batch_size: {cfg.batch_size} does not split evenly over {self.ranks.world_size} "
+                "processes (it is the global batch, shared out among them)"
+            )
         self.modality = registry("modalities").get(recipe.data.modality, "data.modality")
         self.metrics = {name: registry("metrics").get(name) for name in self.modality.metrics}
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same on every rank: the same initial weights and random draws
         self.train_set = make_dataset(recipe, self.modality, "train")
-        self.eval_set = make_dataset(recipe, self.modality, "test")
+        self.eval_set = make_dataset(recipe, self.modality, "test") if self.ranks.main else None
         self.model: Autoencoder = (model or build_model(recipe)).to(self.device)
         if cfg.channels_last and self.modality.rank in (2, 3):
             fmt = torch.channels_last if self.modality.rank == 2 else torch.channels_last_3d
@@ -86,25 +103,38 @@ class Trainer:
             if cuda and cfg.precision == "bf16"
             else nullcontext()
         )
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.forward = self.model
+        if self.ranks.active:
+            self.forward = distributed.data_parallel(self.model, self.device)
+        self.forward = torch.compile(self.forward) if cfg.compile else self.forward
         self.step = self.skipped_steps = 0
+        self.data_wait_fraction = 0.0  # of this run's step time, spent waiting for batches (set by fit)
         if resume:
             self._resume()
-        else:
+        elif self.ranks.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(dump_recipe(recipe)))
             (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
 
     def _resume(self) -> None:
+        if not self.ranks.main:  # read only: rank 0 tidies the run directory
+            self.model.load_state_dict(load_tensors(self.run_dir / MODEL_FILE))
+            state = load_state(self.run_dir / STATE_FILE, self.optimizer)
+            self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
+            return
         state = load_checkpoint(self.run_dir, self.model, self.optimizer)
         self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
         atomic_write(self.run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(dump_recipe(self.recipe)))
 
     def log(self, record: dict) -> None:
+        if not self.ranks.main:
+            return
         with open(self.run_dir / METRICS_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def checkpoint(self) -> None:
+        if not self.ranks.main:
+            return
         save_checkpoint(
             self.run_dir,
             self.model.state_dict(),
@@ -137,7 +167,8 @@ class Trainer:
             self.model.parameters(), clip if clip > 0 else float("inf")
         )
         loss, norm = out.loss.item(), grad_norm.item()
-        if not (math.isfinite(loss) and math.isfinite(norm)):
+        # every rank must skip the same steps, or their weights and codebooks would part ways
+        if not distributed.all_true(math.isfinite(loss) and math.isfinite(norm), self.device):
             self.optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
                 for tensor, copy in zip(self._forward_state(), saved):
@@ -155,6 +186,8 @@ class Trainer:
         return f"codebook collapse: {stats['usage']:.1%} of codes used at step {self.step}"
 
     def picture(self, batch: torch.Tensor) -> None:
+        if not self.ranks.main:
+            return
         self.model.eval()
         with torch.no_grad(), self.autocast:
             recon = self.model.reconstruct(batch).float()
@@ -166,6 +199,9 @@ class Trainer:
         )
 
     def evaluate(self) -> dict:
+        """Metrics on the held-out split; computed by rank 0 alone ({} on the other ranks)."""
+        if not self.ranks.main:
+            return {}
         loader = eval_loader(self.eval_set, self.recipe.train.batch_size, self.recipe.data.num_workers)
         with self.autocast:
             results = evaluate(
@@ -180,22 +216,37 @@ class Trainer:
         return results
 
     def fit(self) -> dict:
-        cfg = self.recipe.train
+        cfg, ranks = self.recipe.train, self.ranks
         pin = self.device.type == "cuda"
-        stream = BatchStream(self.train_set, cfg.batch_size, cfg.seed, self.recipe.data.num_workers, pin)
+        stream = BatchStream(
+            self.train_set,
+            cfg.batch_size,
+            cfg.seed,
+            self.recipe.data.num_workers,
+            pin,
+            ranks.rank,
+            ranks.world_size,
+        )
         batches = stream.batches(self.step)
-        fixed = next(iter(eval_loader(self.eval_set, min(8, len(self.eval_set)))))
+        fixed = next(iter(eval_loader(self.eval_set, min(8, len(self.eval_set))))) if ranks.main else None
         bad_steps: list[int] = []  # the current run of skipped steps
         warned = False
-        waited = busy = 0.0
-        bar = progress(total=cfg.max_steps, initial=self.step, desc="train", unit="step")
-        with StopOnSignals() as signals, bar:
+        waited = busy = 0.0  # since the last train record
+        total_waited = total_busy = 0.0
+        first_step = self.step
+        bar = progress(
+            total=cfg.max_steps, initial=self.step, desc="train", unit="step", disable=not ranks.main
+        )
+        agree = (lambda signum: distributed.largest(signum, self.device)) if ranks.active else None
+        with StopOnSignals(agree, ranks.world_size) as signals, bar:
             while self.step < cfg.max_steps:
                 start = time.perf_counter()
                 batch = next(batches).to(self.device, non_blocking=pin)
                 loaded = time.perf_counter()
                 stats = self.train_step(batch)
-                waited, busy = waited + loaded - start, busy + time.perf_counter() - start
+                done = time.perf_counter()
+                waited, busy = waited + loaded - start, busy + done - start
+                total_waited, total_busy = total_waited + loaded - start, total_busy + done - start
                 self.step += 1
                 bar.update(1)
                 if stats.get("skipped"):
@@ -209,34 +260,50 @@ class Trainer:
                     postfix = {"loss": f"{stats['loss']:.4f}"}
                     if "usage" in stats:
                         postfix["usage"] = f"{stats['usage']:.2f}" + "!" * bool(warning)
+                    postfix["data_wait"] = f"{total_waited / max(total_busy, 1e-9):.0%}"
                     bar.set_postfix(postfix, refresh=False)  # update() redraws at most every `interval` s
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        numbers = {"data_wait_fraction": waited / max(busy, 1e-9), **stats}
                         self.log(
                             {
                                 "step": self.step,
                                 "split": "train",
                                 "lr": learning_rate(self.recipe, self.step - 1),
-                                "data_wait_fraction": waited / max(busy, 1e-9),
                                 "skipped_steps": self.skipped_steps,
-                                **stats,
+                                **distributed.mean_over_ranks(numbers, self.device),  # alone: as they are
                                 **({"warning": warning} if warning else {}),
                             }
                         )
-                        if warning and not warned:  # once per collapse, not at every log step
+                        if warning and not warned and ranks.main:  # once per collapse, not at every log step
                             tqdm.write(f"warning: {warning}", file=sys.stderr)
                         warned = bool(warning)
                         waited = busy = 0.0
                 if cfg.picture_every and self.step % cfg.picture_every == 0:
-                    self.picture(fixed.to(self.device))
+                    self.picture(fixed.to(self.device) if ranks.main else None)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.checkpoint()
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                     self.evaluate()
-                signals.check(self.step, self.run_dir, self.checkpoint)
-            self.picture(fixed.to(self.device))
+                signals.check(self.step, self.run_dir, self._checkpoint_and_wait)
+            self.picture(fixed.to(self.device) if ranks.main else None)
             self.checkpoint()
             signals.check(self.step, self.run_dir, save_checkpoint=lambda: None)  # a signal while saving
+        self.data_wait_fraction = total_waited / max(total_busy, 1e-9)
+        # (a short run mostly measures the workers starting up)
+        long_enough = self.step - first_step >= DATA_WAIT_MIN_STEPS
+        if self.data_wait_fraction > DATA_WAIT_WARNING and long_enough and ranks.main:
+            tqdm.write(
+                f"warning: {self.data_wait_fraction:.0%} of the step time went to waiting for data; "
+                f"raise data.num_workers (now {self.recipe.data.num_workers})",
+                file=sys.stderr,
+            )
         return {**self.evaluate(), "skipped_steps": self.skipped_steps}
+
+    def _checkpoint_and_wait(self) -> None:
+        """Rank 0 saves while the others wait: none of them may exit (and so have the launcher stop the
+        rest) before the checkpoint is on disk."""
+        self.checkpoint()
+        distributed.barrier()
 
 
 def diverged(stats: dict, bad_steps: list[int], max_bad_steps: int) -> str:

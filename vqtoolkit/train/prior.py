@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from torch.utils.data import DataLoader
 
 from vqtoolkit.config import Component, Recipe, dump_recipe, instantiate, load_recipe
@@ -23,7 +22,7 @@ from vqtoolkit.train.checkpoint import (
     MODEL_FILE,
     atomic_write,
     load_checkpoint,
-    load_tensors,
+    read_safetensors,
     save_checkpoint,
     save_tensors,
 )
@@ -47,9 +46,12 @@ def extract_codes(tokenizer: Tokenizer, vq_recipe: Recipe, split: str, cache: Pa
     recomputed when the VQ-VAE or the data changes."""
     key = {"model_hash": tokenizer.model_hash, "data": vq_recipe.data.path, "eval": vq_recipe.data.eval_path}
     if cache.is_file():
-        with safe_open(str(cache), "pt") as f:
-            if json.loads(f.metadata().get("key", "{}")) == key:
-                return f.get_tensor("codes").long()
+        try:
+            tensors, meta = read_safetensors(cache)
+            if json.loads(meta.get("key", "{}")) == key and "codes" in tensors:
+                return tensors["codes"].long()
+        except (VQTError, ValueError):
+            pass  # a cache that cannot be read is made again, never unpickled
     dataset = make_dataset(vq_recipe, tokenizer.modality, split)
     loader = DataLoader(dataset, batch_size=vq_recipe.train.batch_size)
     model, codes = tokenizer.model, []
@@ -185,9 +187,9 @@ def load_prior(run_dir: str | Path, device: str = "cpu"):
     recipe = load_recipe(run_dir / CONFIG_FILE)
     if not recipe.tokenizer:
         raise VQTError(f"{run_dir}: is not a prior run (its recipe names no tokenizer)")
-    weights = load_tensors(run_dir / MODEL_FILE)
-    with safe_open(str(run_dir / MODEL_FILE), "pt") as f:
-        meta = f.metadata()
+    weights, meta = read_safetensors(run_dir / MODEL_FILE)
+    if "grid" not in meta or "tokenizer_hash" not in meta or "embed.weight" not in weights:
+        raise VQTError(f"{run_dir / MODEL_FILE}: not the weights of a prior")
     component = recipe.prior or Component()
     factory = registry("priors").get(component.name or "pixelcnn")
     codebook_size = weights["embed.weight"].shape[0]

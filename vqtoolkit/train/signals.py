@@ -14,9 +14,10 @@ class Interrupted(KeyboardInterrupt):
     """Training stopped on a signal after saving a checkpoint; the CLI exits with `exit_code`. A
     KeyboardInterrupt, so that code calling `fit` and catching Exception does not swallow a Ctrl-C."""
 
-    def __init__(self, step: int, run_dir: Path, signum: int):
+    def __init__(self, step: int, run_dir: Path, signum: int, nproc: int = 1):
+        launch = f"vqt train --nproc {nproc}" if nproc > 1 else "vqt train"
         super().__init__(
-            f"interrupted at step {step}: checkpoint saved; resume with vqt train --resume {run_dir}"
+            f"interrupted at step {step}: checkpoint saved; resume with {launch} --resume {run_dir}"
         )
         self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
@@ -24,10 +25,15 @@ class Interrupted(KeyboardInterrupt):
 class StopOnSignals:
     """While active, SIGINT and SIGTERM only note themselves: the training loop finishes its step, then
     `check` saves a checkpoint and stops. A second signal stops at once, saving nothing (the last
-    checkpoint stays whole: it is written atomically). The previous handlers come back on exit."""
+    checkpoint stays whole: it is written atomically). The previous handlers come back on exit.
 
-    def __init__(self) -> None:
+    With several training processes, `agree` takes this process's signal number (0 for none) and returns
+    the largest over all of them, so that all stop at the same step; `nproc` goes into the resume hint.
+    """
+
+    def __init__(self, agree: Callable[[int], int] | None = None, nproc: int = 1) -> None:
         self.received: int | None = None
+        self.agree, self.nproc = agree, nproc
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopOnSignals:
@@ -48,6 +54,7 @@ class StopOnSignals:
 
     def check(self, step: int, run_dir: Path, save_checkpoint: Callable[[], None]) -> None:
         """Between two steps: after a signal, save a checkpoint and raise `Interrupted`."""
-        if self.received is not None:
+        received = self.agree(self.received or 0) if self.agree else self.received
+        if received:
             save_checkpoint()
-            raise Interrupted(step, run_dir, self.received)
+            raise Interrupted(step, run_dir, received, self.nproc)

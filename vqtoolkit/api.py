@@ -1,0 +1,164 @@
+"""The Python API in a few calls. Everything here is importable from `vqtoolkit` itself.
+
+The building blocks are plain `torch.nn` modules. A vector quantizer maps latents (B, D, *grid) to the
+nearest of K code vectors; in training mode its forward pass also updates the codebook (k-means start,
+EMA) and passes gradients straight through:
+
+>>> import torch
+>>> from vqtoolkit import VectorQuantizer
+>>> _ = torch.manual_seed(0)
+>>> vq = VectorQuantizer(dim=8, codebook_size=32)
+>>> z = torch.randn(2, 8, 7, 7)                       # latents (B, D, H, W)
+>>> out = vq(z)                                       # training step: loss, codes, quantized latents
+>>> out.z.shape, out.codes.shape, out.loss.ndim
+(torch.Size([2, 8, 7, 7]), torch.Size([2, 7, 7]), 0)
+>>> codes = vq.eval().encode(z)                       # inference: integer codes
+>>> nearest = torch.cdist(z.movedim(1, -1).reshape(-1, 8), vq.codebook).argmin(dim=1)
+>>> torch.equal(codes.flatten(), nearest)             # each latent's nearest code vector
+True
+>>> vq.decode(codes).shape                            # codes -> code vectors
+torch.Size([2, 8, 7, 7])
+
+A Gaussian bottleneck gives a VAE: a mean and log-variance per position and the closed-form KL:
+
+>>> from vqtoolkit import GaussianBottleneck
+>>> vae = GaussianBottleneck(dim=8)
+>>> out = vae(torch.randn(2, 8, 7, 7), sample=True)   # reparameterised sample
+>>> out.z.shape, out.stats["kl_per_example"].shape, bool(out.loss > 0)
+(torch.Size([2, 8, 7, 7]), torch.Size([2]), True)
+
+A PixelCNN is a prior over code grids of rank 1 (speech), 2 (images) or 3 (video); `sample` draws
+grids position by position:
+
+>>> from vqtoolkit import PixelCNN, sample
+>>> prior = PixelCNN(codebook_size=32, rank=2, hidden=16, layers=2)
+>>> prior(torch.randint(0, 32, (2, 7, 7))).shape      # logits (B, K, H, W)
+torch.Size([2, 32, 7, 7])
+>>> drawn = sample(prior, (2, 7, 7), generator=torch.Generator().manual_seed(0))
+>>> drawn.shape, drawn.dtype, 0 <= int(drawn.min()) <= int(drawn.max()) < 32
+(torch.Size([2, 7, 7]), torch.int64, True)
+
+A trained run directory (made by `vqt train` or `fit`) loads without pickle; in these examples
+`image_run` and `speech_run` are small trained runs, such as `runs/image_vqvae` after
+`vqt train recipes/image_vqvae.yaml`:
+
+>>> from vqtoolkit import load_model
+>>> model, recipe = load_model(image_run)
+>>> recipe.data.modality, model.downsample, model.bottleneck.codebook_sizes()
+('image', (4, 4), [32])
+>>> images = torch.rand(3, 1, 28, 28)
+>>> model.encode(images).shape                        # a 7x7 grid of codes per image
+torch.Size([3, 7, 7])
+>>> model.decode(model.encode(images)).shape
+torch.Size([3, 1, 28, 28])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from vqtoolkit.tokenize import Tokenizer
+
+RunOrTokenizer = str | Path | Tokenizer
+
+
+def fit(recipe: str | Path, overrides: list[str] = (), run_dir: str | Path | None = None) -> Path:
+    """Train a recipe (a YAML file) with dotted overrides, as `vqt train` does; returns the run directory
+    (`train.out_dir`, or `run_dir` to resume it). A recipe naming a `tokenizer` trains a prior.
+
+    >>> from vqtoolkit import fit
+    >>> tiny = ["model.encoder.hidden=8", "model.decoder.hidden=8", "model.latent_dim=4",
+    ...         "bottleneck.codebook_size=16", "train.batch_size=8", "train.max_steps=2",
+    ...         "train.picture_every=0", "train.eval_batches=1", f"train.out_dir={tmp}/fitted"]
+    >>> run = fit("recipes/image_vqvae.yaml", tiny)
+    >>> sorted(path.name for path in run.iterdir())
+    ['config.yaml', 'metrics.jsonl', 'model.safetensors', 'recon_000002.png', 'state.safetensors']
+    """
+    from vqtoolkit.config import load_recipe
+    from vqtoolkit.train.checkpoint import CONFIG_FILE
+
+    overrides = list(overrides)
+    if run_dir is not None:  # resume: the run's own resolved recipe, then the overrides
+        recipe = Path(run_dir) / CONFIG_FILE
+    loaded = load_recipe(recipe, overrides)
+    if loaded.tokenizer:
+        from vqtoolkit.train.prior import PriorTrainer as trainer_class
+    else:
+        from vqtoolkit.train.loop import Trainer as trainer_class
+    trainer = trainer_class(loaded, run_dir=run_dir, resume=run_dir is not None)
+    trainer.fit()
+    return trainer.run_dir
+
+
+def tokenize(
+    path: str | Path, model: RunOrTokenizer, output: str | Path | None = None, device: str = "auto"
+) -> Tensor:
+    """Codes of one media file: (*latent_grid), or (Q, *latent_grid) for residual VQ. `model` is a run
+    directory or a loaded `Tokenizer`; with `output`, also writes the codes file `vqt decode` reads.
+
+    >>> from vqtoolkit import tokenize
+    >>> prompt = "plugins/vqt_speech/data/asterisk_small/dir-instr.g722"   # 105,304 samples at 16 kHz
+    >>> codes = tokenize(prompt, model=speech_run, output=tmp / "dir-instr.codes")
+    >>> codes.shape                                   # one code per 64 samples
+    torch.Size([1646])
+    >>> (tmp / "dir-instr.codes").is_file()           # for `vqt decode` or `decode`
+    True
+    """
+    from vqtoolkit.codes import write_codes
+
+    tokenizer = _tokenizer(model, device)
+    codes, meta = tokenizer.encode_file(Path(path))
+    if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        write_codes(output, codes, meta)
+    return codes
+
+
+def decode(
+    codes: Tensor | str | Path, model: RunOrTokenizer, output: str | Path | None = None, device: str = "auto"
+) -> Tensor | Path:
+    """Media from codes. `codes` is a codes file (decoded to its original size, as `vqt decode` does) or a
+    tensor of codes (*latent_grid), or a batch of them (B, *latent_grid). Returns the media (C, *grid)
+    (or (B, C, *grid)) in the modality's value range; with `output` (a codes file only), writes the media
+    file instead and returns its path.
+
+    >>> from vqtoolkit import decode, tokenize
+    >>> prompt = "plugins/vqt_speech/data/asterisk_small/dir-instr.g722"
+    >>> codes = tokenize(prompt, model=speech_run, output=tmp / "prompt.codes")
+    >>> decode(tmp / "prompt.codes", model=speech_run).shape        # the original length
+    torch.Size([1, 105304])
+    >>> decode(codes, model=speech_run).shape                        # padded to whole codes
+    torch.Size([1, 105344])
+    >>> decode(tmp / "prompt.codes", model=speech_run, output=tmp / "prompt.wav").name
+    'prompt.wav'
+    """
+    from vqtoolkit.codes import read_codes
+    from vqtoolkit.stream import crop_to
+
+    tokenizer = _tokenizer(model, device)
+    low, high = tokenizer.modality.value_range
+    if isinstance(codes, Tensor):
+        if output is not None:
+            raise ValueError("decode: `output` needs a codes file (it holds the media's size and rate)")
+        levels = len(tokenizer.model.bottleneck.codebook_sizes()) > 1
+        batched = codes.dim() > tokenizer.modality.rank + levels
+        batch = (codes if batched else codes[None]).long().to(tokenizer.device)
+        media = tokenizer.model.decode(batch).float().clamp(low, high).cpu()
+        return media if batched else media[0]
+    codes_path = Path(codes)
+    if output is not None:
+        tokenizer.decode_file(codes_path, Path(output))
+        return Path(output)
+    grid, meta = read_codes(codes_path)
+    tokenizer.check(codes_path, meta)
+    if tokenizer.modality.stream_writer:  # decoded in chunks, exactly as `vqt decode` writes it
+        return torch.cat([piece.cpu() for piece in tokenizer.decode_pieces(grid, meta)], dim=1)
+    media = tokenizer.model.decode(grid[None].to(tokenizer.device))[0].float().cpu()
+    return crop_to(media, meta.original_shape).clamp(low, high)
+
+
+def _tokenizer(model: RunOrTokenizer, device: str) -> Tokenizer:
+    return model if isinstance(model, Tokenizer) else Tokenizer.load(model, device)
