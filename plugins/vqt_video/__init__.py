@@ -28,8 +28,8 @@ class VQVAE3DEncoder(ConvEncoder):
         in_channels: int,
         latent_dim: int,
         downsample: list[int] = (4, 4, 4),  # factor per axis (T, H, W), powers of two
-        hidden: int = 128,
-        res_blocks: int = 2,
+        hidden: int = 128,  # channels of every hidden layer
+        res_blocks: int = 2,  # residual blocks after the strided convolutions
         res_hidden: int = 0,  # hidden channels in residual blocks; 0 = same as `hidden`
     ):
         _check_3d(downsample)
@@ -42,8 +42,8 @@ class VQVAE3DDecoder(ConvDecoder):
         out_channels: int,
         latent_dim: int,
         downsample: list[int] = (4, 4, 4),  # must match the encoder's
-        hidden: int = 128,
-        res_blocks: int = 2,
+        hidden: int = 128,  # channels of every hidden layer
+        res_blocks: int = 2,  # residual blocks after the strided convolutions
         res_hidden: int = 0,
     ):
         _check_3d(downsample)

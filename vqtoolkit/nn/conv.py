@@ -44,7 +44,7 @@ class ConvEncoder(nn.Module):
         latent_dim: int,
         downsample: list[int] = (4, 4),  # factor per axis, powers of two; its length is the media rank
         hidden: int = 256,  # channels of every hidden layer (256 in the paper)
-        res_blocks: int = 2,
+        res_blocks: int = 2,  # residual blocks after the strided convolutions
         res_hidden: int = 0,  # hidden channels inside residual blocks; 0 = same as `hidden`
     ):
         super().__init__()
@@ -71,7 +71,7 @@ class ConvDecoder(nn.Module):
         latent_dim: int,
         downsample: list[int] = (4, 4),  # must match the encoder's
         hidden: int = 256,
-        res_blocks: int = 2,
+        res_blocks: int = 2,  # residual blocks after the strided convolutions
         res_hidden: int = 0,
     ):
         super().__init__()
