@@ -19,7 +19,6 @@ import argparse
 import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -94,15 +93,31 @@ def looped_video(source: Path, path: Path, seconds: float) -> float:
     return loops * float(period * time_base)
 
 
+# Starts a command and writes its peak resident set size (the kernel's ru_maxrss) to argv[1]. It runs
+# in a small Python process of its own because Linux carries a process's peak from before exec into
+# ru_maxrss, and a command forked straight from a big process (a test runner holding torch) would
+# report that process's size instead of its own.
+MEASURE = """
+import os, subprocess, sys
+process = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(process.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def peak_rss(*args: str) -> tuple[float, float]:
     """(peak resident MB, wall seconds) of one `vqt` command in a fresh process."""
-    start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "vqtoolkit", *args], stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    error = process.stderr.read().decode()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"vqt {' '.join(args)} failed:\n{error}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="vqt-peak-") as tmp:
+        peak_file, log = Path(tmp) / "peak", Path(tmp) / "stderr"
+        command = [sys.executable, "-m", "vqtoolkit", *args]
+        start = time.perf_counter()
+        with open(log, "w") as stderr:
+            done = subprocess.run([sys.executable, "-c", MEASURE, str(peak_file), *command], stderr=stderr)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"vqt {' '.join(args)} failed:\n{log.read_text()}")
+        return int(peak_file.read_text()) / 1024, seconds
 
 
 def make_media(kind: str, work: Path, seconds: float) -> tuple[Path, float]:

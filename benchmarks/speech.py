@@ -29,7 +29,7 @@ from vqt_speech.losses import si_snr
 
 from vqtoolkit.config import load_recipe
 from vqtoolkit.plugins import registry
-from vqtoolkit.tokenize import Tokenizer
+from vqtoolkit.tokenizer import Tokenizer
 from vqtoolkit.train.data import eval_loader
 from vqtoolkit.train.evaluate import evaluate
 from vqtoolkit.train.loop import Trainer, resolve_device

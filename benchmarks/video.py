@@ -23,7 +23,7 @@ from vqt_video.io import stream_video
 
 from vqtoolkit.config import load_recipe
 from vqtoolkit.stream import encode_stream, pad_to_multiple
-from vqtoolkit.tokenize import Tokenizer
+from vqtoolkit.tokenizer import Tokenizer
 from vqtoolkit.train.loop import Trainer, resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -46,13 +46,13 @@ def test_names():
     from vqtoolkit.nn.gaussian import GaussianBottleneck as gaussian
     from vqtoolkit.nn.pixelcnn import PixelCNN as pixelcnn
     from vqtoolkit.nn.quantize import VectorQuantizer as quantizer
-    from vqtoolkit.tokenize import Tokenizer as tokenizer
+    from vqtoolkit.tokenizer import Tokenizer as tokenizer
     from vqtoolkit.train.checkpoint import load_model as loader
 
     assert (VectorQuantizer, GaussianBottleneck, PixelCNN, Tokenizer, load_model) == (
         quantizer, gaussian, pixelcnn, tokenizer, loader
     )  # fmt: skip
-    assert tokenize is vqtoolkit.api.tokenize and decode is vqtoolkit.api.decode  # not the submodule
+    assert tokenize is vqtoolkit.api.tokenize and decode is vqtoolkit.api.decode
     assert set(vqtoolkit.__all__) <= set(dir(vqtoolkit))
     try:
         vqtoolkit.no_such_name  # noqa: B018

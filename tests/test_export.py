@@ -8,7 +8,7 @@ from vqt_image.dataset import image_dataset
 from vqt_speech.io import read_audio
 
 from vqtoolkit.stream import pad_to_multiple
-from vqtoolkit.tokenize import Tokenizer
+from vqtoolkit.tokenizer import Tokenizer
 
 
 def load_exported(out, name):

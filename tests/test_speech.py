@@ -10,7 +10,7 @@ from vqt_speech.io import read_audio, write_audio
 from vqt_speech.losses import si_snr
 
 from vqtoolkit.codes import read_codes
-from vqtoolkit.tokenize import Tokenizer
+from vqtoolkit.tokenizer import Tokenizer
 
 SHIPPED = Path(__file__).resolve().parent.parent / "plugins/vqt_speech/data/asterisk_small"
 

@@ -8,8 +8,6 @@ See docs/api.md; every example there runs as a test (tests/test_api.py).
 """
 
 import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 
@@ -26,7 +24,7 @@ _API = {
     "Recipe": "vqtoolkit.config",
     "load_recipe": "vqtoolkit.config",
     "load_model": "vqtoolkit.train.checkpoint",
-    "Tokenizer": "vqtoolkit.tokenize",
+    "Tokenizer": "vqtoolkit.tokenizer",
     "read_codes": "vqtoolkit.codes",
     "VQTError": "vqtoolkit.errors",
     # one-call helpers
@@ -47,22 +45,3 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted({*globals(), *_API})
-
-
-class _Package(types.ModuleType):
-    """`vqtoolkit.tokenize` is both a submodule (the Tokenizer class lives there) and the API function.
-    Importing the submodule sets the package attribute to the module; this property keeps it the function
-    (`from vqtoolkit.tokenize import Tokenizer` still finds the module, through sys.modules)."""
-
-    @property
-    def tokenize(self):
-        from vqtoolkit.api import tokenize
-
-        return tokenize
-
-    @tokenize.setter
-    def tokenize(self, module):
-        pass  # the import system announcing the submodule: it stays in sys.modules
-
-
-sys.modules[__name__].__class__ = _Package

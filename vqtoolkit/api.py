@@ -60,7 +60,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vqtoolkit.tokenize import Tokenizer
+from vqtoolkit.tokenizer import Tokenizer
 
 RunOrTokenizer = str | Path | Tokenizer
 

@@ -248,7 +248,7 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir):
     from tqdm import tqdm
 
     from vqtoolkit.progress import progress
-    from vqtoolkit.tokenize import Tokenizer, codes_targets
+    from vqtoolkit.tokenizer import Tokenizer, codes_targets
 
     fix_mmap_threshold()  # long media: keep the heap from fragmenting (see vqtoolkit/memory.py)
     tokenizer = Tokenizer.load(run_dir, device)
@@ -293,7 +293,7 @@ def decode(codes, run_dir, output, device, audio_run_dir):
     """
     from pathlib import Path
 
-    from vqtoolkit.tokenize import Tokenizer
+    from vqtoolkit.tokenizer import Tokenizer
 
     fix_mmap_threshold()
     audio = Tokenizer.load(audio_run_dir, device) if audio_run_dir else None
@@ -323,7 +323,7 @@ def sample_command(run_dir, prior_dir, count, output, temperature, seed, naive, 
     """
     from pathlib import Path
 
-    from vqtoolkit.tokenize import Tokenizer
+    from vqtoolkit.tokenizer import Tokenizer
     from vqtoolkit.train.prior import sample_media
 
     if count < 1 or temperature <= 0:

@@ -308,7 +308,7 @@ def code_counts(model, loader, device: str, batches: int) -> list[torch.Tensor]:
 @torch.no_grad()
 def prior_pictures(run_dir: Path, out_dir: Path, device: str, samples: int, seed: int) -> dict:
     from vqtoolkit.nn.pixelcnn_sampling import sample
-    from vqtoolkit.tokenize import Tokenizer
+    from vqtoolkit.tokenizer import Tokenizer
     from vqtoolkit.train.prior import load_prior
 
     prior, recipe, grid, tokenizer_hash = load_prior(run_dir, device)

@@ -297,7 +297,9 @@ class Trainer:
                 f"raise data.num_workers (now {self.recipe.data.num_workers})",
                 file=sys.stderr,
             )
-        return {**self.evaluate(), "skipped_steps": self.skipped_steps}
+        results = {**self.evaluate(), "skipped_steps": self.skipped_steps}
+        distributed.barrier()  # the ranks leave together: one tearing down gloo early can abort another
+        return results
 
     def _checkpoint_and_wait(self) -> None:
         """Rank 0 saves while the others wait: none of them may exit (and so have the launcher stop the

@@ -15,7 +15,7 @@ from vqtoolkit.config import Component, Recipe, dump_recipe, instantiate, load_r
 from vqtoolkit.errors import VQTError
 from vqtoolkit.nn.pixelcnn_sampling import negative_log_likelihood, sample
 from vqtoolkit.progress import progress
-from vqtoolkit.tokenize import Tokenizer
+from vqtoolkit.tokenizer import Tokenizer
 from vqtoolkit.train.checkpoint import (
     CONFIG_FILE,
     METRICS_FILE,
