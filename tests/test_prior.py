@@ -69,8 +69,12 @@ def test_prior_of_another_model_and_bad_prior_recipes_are_refused(
     run, _ = image_prior
     other = vqt("sample", "--model", tiny_speech_run, "--prior", run, "-n", 1, "-o", tmp_path / "x")
     assert other.returncode == 1 and "trained on the codes of another model" in other.stderr
-    missing = vqt("train", ROOT / "recipes/image_prior.yaml", f"tokenizer={tmp_path / 'none'}")
+    never = tmp_path / "never"
+    missing = vqt(
+        "train", ROOT / "recipes/image_prior.yaml", f"tokenizer={tmp_path / 'none'}", f"train.out_dir={never}"
+    )
     assert missing.returncode == 1 and "not a vqt run directory" in missing.stderr
+    assert not never.exists()  # a refused run leaves no empty run directory behind
     extra = vqt(
         "validate", ROOT / "recipes/image_prior.yaml", f"tokenizer={tiny_image_run}", "data.size=[8,8]"
     )

@@ -68,7 +68,6 @@ class PriorTrainer:
     def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, resume: bool = False):
         self.recipe, cfg = recipe, recipe.train
         self.run_dir = Path(run_dir or cfg.out_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(cfg.device)
         self.tokenizer = Tokenizer.load(recipe.tokenizer, str(self.device))
         sizes = self.tokenizer.model.bottleneck.codebook_sizes()
@@ -76,6 +75,7 @@ class PriorTrainer:
             raise VQTError(
                 f"tokenizer: {recipe.tokenizer} has {len(sizes)} codebooks; priors model one (use vq)"
             )
+        self.run_dir.mkdir(parents=True, exist_ok=True)  # only once the tokenizer is known to be usable
         self.vq_recipe = tokenizer_recipe(recipe, self.tokenizer)
         torch.manual_seed(cfg.seed)
         self.codes = {
