@@ -100,7 +100,7 @@ def validate(recipe, overrides):
 @cli.command()
 @click.argument("recipe", required=False)
 @click.argument("overrides", nargs=-1)
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in RUN_DIR.")
+@click.option("--resume", "resume_dir", metavar="RUN_DIR", help="Continue the run in RUN_DIR.")
 @click.option(
     "--nproc",
     type=click.IntRange(min=1),
