@@ -71,6 +71,17 @@ def test_completion_completes_commands_and_options():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["plain,report"]
+    # every TAB runs vqt: answering must not pay for importing torch (the built-in plugins need it)
+    probe = (
+        "import sys, runpy\n"
+        "try: runpy.run_module('vqtoolkit', run_name='__main__')\n"
+        "except SystemExit: pass\n"
+        "print('torch' in sys.modules, file=sys.stderr)"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert imported.stdout.split() == ["plain,report"] and imported.stderr.strip() == "False", imported.stderr
 
     from click.shell_completion import BashComplete
 

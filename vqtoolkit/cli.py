@@ -334,9 +334,13 @@ def sample_command(run_dir, prior_dir, count, output, temperature, seed, naive, 
 
 
 def main():
+    import os
+
     from vqtoolkit.plugins import load_plugins, pm
 
-    load_plugins()
+    # A shell asking for completions (vqt completion) runs vqt at every TAB: the built-in plugins add
+    # no commands, and loading them would cost torch's import each time.
+    load_plugins(builtins="_VQT_COMPLETE" not in os.environ)
     pm.hook.register_commands(cli=cli)
     cli(prog_name="vqt")
 

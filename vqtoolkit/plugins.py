@@ -21,13 +21,14 @@ failed_plugins: dict[str, str] = {}  # plugin name -> why it did not load
 _loaded = False
 
 
-def load_plugins() -> None:
-    """Register the built-ins, then every `vqtoolkit` entry point (unless autoload is disabled)."""
+def load_plugins(builtins: bool = True) -> None:
+    """Register the built-ins (unless `builtins` is false), then every `vqtoolkit` entry point (unless
+    autoload is disabled)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for module_name in DEFAULT_PLUGINS:
+    for module_name in DEFAULT_PLUGINS if builtins else ():
         try:
             pm.register(importlib.import_module(module_name), name=module_name)
         except ModuleNotFoundError as exc:
