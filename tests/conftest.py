@@ -18,13 +18,15 @@ def run_vqt(
     env: dict | None = None,
     cwd: Path | None = None,
     timeout: float = 300,
+    prefix: list[str] = (),
 ) -> subprocess.CompletedProcess:
+    """`python -m vqtoolkit ARGS` in a subprocess; `prefix` goes before it (e.g. a privilege wrapper)."""
     environment = {**os.environ, **(env or {})}
     environment["PYTHONPATH"] = os.pathsep.join(
         [str(p) for p in pythonpath] + [environment.get("PYTHONPATH", "")]
     )
     return subprocess.run(
-        [sys.executable, "-m", "vqtoolkit", *args],
+        [*prefix, sys.executable, "-m", "vqtoolkit", *args],
         capture_output=True,
         text=True,
         env=environment,

@@ -518,3 +518,32 @@ def test_real_processes_print_one_line_without_traceback(tiny_runs, tmp_path):
     assert not marker.exists()
     debug = run_vqt("--debug", "validate", str(recipe))
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+# Root reads through chmod 000 because it holds these capabilities; setpriv drops them for the command.
+WITHOUT_ROOT_READING = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="as a normal user the chmod 000 cases above run directly")
+@pytest.mark.skipif(
+    not shutil.which("setpriv"), reason="needs setpriv (util-linux) to drop root's reading rights"
+)
+def test_unreadable_files_as_root_without_its_reading_rights(tiny_runs, image_codes, tmp_path):
+    locked = {m: valid_media(m, tmp_path / f"locked{SUFFIX[m]}") for m in SUFFIX}
+    locked["codes"] = Path(shutil.copy(image_codes, tmp_path / "locked.codes"))
+    locked["recipe"] = Path(shutil.copy(ROOT / "recipes/image_vqvae.yaml", tmp_path / "locked.yaml"))
+    for path in locked.values():
+        path.chmod(0)
+    out = tmp_path / "out"
+    commands = [
+        *[
+            (("tokenize", locked[m], "--model", tiny_runs[m], "-o", out / f"{m}.codes"), locked[m])
+            for m in SUFFIX
+        ],
+        (("decode", locked["codes"], "--model", tiny_runs["image"], "-o", out / "x.png"), locked["codes"]),
+        (("validate", locked["recipe"]), locked["recipe"]),
+    ]
+    for args, path in commands:
+        result = run_vqt(*map(str, args), prefix=WITHOUT_ROOT_READING)
+        assert_one_line_error(result, path, "Permission denied")
+    assert not out.exists() or not list(out.iterdir())
