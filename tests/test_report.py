@@ -9,8 +9,8 @@ import torch
 from conftest import ROOT, run_vqt, vqt
 from PIL import Image
 
-from vqtoolkit.report import MATPLOTLIB_MISSING, code_counts, read_metrics
-from vqtoolkit.train.checkpoint import load_model
+from vqtoolkit.report import MATPLOTLIB_MISSING, code_counts
+from vqtoolkit.train.checkpoint import METRICS_FILE, load_model, read_metrics
 from vqtoolkit.train.data import eval_loader, make_dataset
 
 
@@ -32,7 +32,7 @@ def test_image_run_report(tiny_image_run, tmp_path):
         assert (out / name).stat().st_size < 200_000  # small enough for the docs
     text = (out / "report.md").read_text()
     assert all(f"]({name})" in text for name in names)  # every picture embedded
-    final = [r for r in read_metrics(tiny_image_run) if r["split"] == "eval"][-1]
+    final = [r for r in read_metrics(tiny_image_run / METRICS_FILE) if r["split"] == "eval"][-1]
     assert f"| psnr | {final['psnr']:.4g} |" in text and "| codebook_perplexity |" in text
     assert "- **steps trained**: 20" in text and "- **downsampling**: 4 x 4" in text
     assert "codebook_size: 32" in text  # the recipe itself, at the end

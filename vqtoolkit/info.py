@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from vqtoolkit.errors import VQTError
-from vqtoolkit.train.checkpoint import CONFIG_FILE, METRICS_FILE, MODEL_FILE, file_hash, read_metadata
+from vqtoolkit.train.checkpoint import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    file_hash,
+    read_metadata,
+    read_metrics,
+)
 
 MODEL_KINDS = {"vq": "VQ-VAE", "rvq": "VQ-VAE (residual VQ)", "gaussian": "VAE", "none": "autoencoder"}
 
@@ -98,17 +104,8 @@ def prior_run_info(run_dir: Path) -> dict[str, Any]:
 
 def final_metrics(run_dir: Path) -> dict[str, Any]:
     """The last held-out evaluation logged in metrics.jsonl ({} when there is none)."""
-    path = run_dir / METRICS_FILE
-    final: dict[str, Any] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("split") == "eval":
-                final = {k: v for k, v in record.items() if k != "split"}
-    return final
+    evaluations = [r for r in read_metrics(run_dir / METRICS_FILE) if r.get("split") == "eval"]
+    return {k: v for k, v in evaluations[-1].items() if k != "split"} if evaluations else {}
 
 
 def codes_info(path: Path, model: str | Path | None = None) -> dict[str, Any]:

@@ -7,7 +7,6 @@ curves. A prior run gets its training curves and media decoded from its samples 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from einops import rearrange
 from vqtoolkit.config import Recipe, to_dict
 from vqtoolkit.errors import VQTError
 from vqtoolkit.modality import Modality
-from vqtoolkit.train.checkpoint import CONFIG_FILE, METRICS_FILE, MODEL_FILE, read_metadata
+from vqtoolkit.train.checkpoint import CONFIG_FILE, METRICS_FILE, MODEL_FILE, read_metadata, read_metrics
 
 MATPLOTLIB_MISSING = "vqt report needs matplotlib: pip install 'vqtoolkit[report]'"
 DPI = 80
@@ -45,19 +44,6 @@ def save(figure, path: Path) -> Path:
         quantized = picture.convert("RGB").quantize(colors=256)
     quantized.save(path, optimize=True)
     return path
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-    return records
 
 
 # ------------------------------------------------------------------ pictures
@@ -347,7 +333,7 @@ def write_report(
         made = prior_pictures(run_dir, out_dir, device, samples, seed)
     else:
         made = autoencoder_pictures(run_dir, out_dir, device, examples, batches)
-    records = read_metrics(run_dir)
+    records = read_metrics(run_dir / METRICS_FILE)
     metrics = () if prior else made["modality"].metrics
     curves = training_curves(records, metrics, out_dir / "training_curves.png")
     if curves:

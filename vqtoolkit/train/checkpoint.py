@@ -191,19 +191,25 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
     return meta
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl file, without a line cut short by a kill ([] when there is none)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop the records logged after `step` (by a run killed after its last checkpoint: the resumed run
     logs those steps again) and a line cut short by the kill."""
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("step", 0) <= step:
-            kept.append(line + "\n")
+    kept = [json.dumps(record) + "\n" for record in read_metrics(path) if record.get("step", 0) <= step]
     atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
 
 
