@@ -82,6 +82,15 @@ def audio_only(path: Path) -> Path:
     return wav(path, tone(RATE), RATE, codec="aac")
 
 
+def lock(path: Path) -> Path:
+    """chmod 000, in a test that reads the file in this process (root reads through it: such a test skips,
+    and test_unreadable_files_as_root_without_its_reading_rights covers the case for root)."""
+    if IS_ROOT:
+        pytest.skip("running as root: chmod 000 does not stop reading (a setpriv test stands in)")
+    path.chmod(0)
+    return path
+
+
 def valid_media(modality: str, path: Path) -> Path:
     return {"image": png, "speech": lambda p: wav(p, tone(RATE), RATE), "video": mp4}[modality](path)
 
@@ -160,9 +169,7 @@ def bad_media(kind: str, modality: str, folder: Path) -> Path:
     elif kind == "directory":  # named like a media file, holding none
         path.mkdir()
     elif kind == "unreadable":
-        if IS_ROOT:
-            pytest.skip("running as root: chmod 000 does not stop reading (the directory case stands in)")
-        valid_media(modality, path).chmod(0)
+        lock(valid_media(modality, path))
     return path
 
 
@@ -339,10 +346,7 @@ def bad_codes(kind: str, folder: Path, good: Path, marker: Path) -> Path:
     elif kind == "directory":
         path.mkdir()
     elif kind == "unreadable":
-        if IS_ROOT:
-            pytest.skip("running as root: chmod 000 does not stop reading (the directory case stands in)")
-        shutil.copy(good, path)
-        path.chmod(0)
+        lock(Path(shutil.copy(good, path)))
     return path
 
 
@@ -480,10 +484,8 @@ def bad_recipe(kind: str, folder: Path) -> Path:
     elif kind == "directory":
         path.mkdir()
     elif kind == "unreadable":
-        if IS_ROOT:
-            pytest.skip("running as root: chmod 000 does not stop reading (the directory case stands in)")
         path.write_text(text)
-        path.chmod(0)
+        lock(path)
     elif kind == "python-tag":
         path.write_text(f"{text}\nextra: !!python/object/apply:os.system ['touch {folder}/executed']\n")
     elif kind == "os-system":
