@@ -25,15 +25,9 @@ from torch import Tensor, nn
 
 from vqtoolkit.errors import VQTError
 from vqtoolkit.model import Autoencoder
-from vqtoolkit.nn.quantize import ResidualVQ, VectorQuantizer
+from vqtoolkit.nn.quantize import ResidualVQ, VectorQuantizer, codebook_rows
 
 MAX_STEPS = 1 << 20  # the longest latent grid axis a dynamic export accepts (70 minutes of 16 kHz speech)
-
-
-def _codebook_rows(quantizer: VectorQuantizer) -> Tensor:
-    """[-2 e, ||e||^2]^T (D + 1, K), as the quantizer computes it, so distances are the same floats."""
-    codebook = quantizer.codebook.detach().float()
-    return torch.cat([-2 * codebook, codebook.pow(2).sum(dim=1, keepdim=True)], dim=1).t().contiguous()
 
 
 class MediaToCodes(nn.Module):
@@ -45,7 +39,7 @@ class MediaToCodes(nn.Module):
         self.residual = isinstance(model.bottleneck, ResidualVQ)
         layers = model.bottleneck.layers if self.residual else [model.bottleneck]
         for index, layer in enumerate(layers):
-            self.register_buffer(f"rows_{index}", _codebook_rows(layer))
+            self.register_buffer(f"rows_{index}", codebook_rows(layer.codebook.detach()).contiguous())
             self.register_buffer(f"codebook_{index}", layer.codebook.detach().float().clone())
         self.levels = len(layers)
 

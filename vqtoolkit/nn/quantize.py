@@ -94,6 +94,13 @@ def _rows(vectors: Tensor) -> Tensor:
     return rows.view(-1, dim + 1)
 
 
+def codebook_rows(codebook: Tensor) -> Tensor:
+    """(D + 1, K) fp32 = [-2 e, ||e||^2]^T: `_rows(x) @ codebook_rows(E)` is ||x - e||^2 - ||x||^2 for every
+    code, the same for all codes of one x, so its minimum is the nearest code."""
+    codebook = codebook.float()
+    return torch.cat([-2 * codebook, codebook.pow(2).sum(dim=1, keepdim=True)], dim=1).t()
+
+
 def _latent_rows(z: Tensor) -> Tensor:
     """Latents (B, D, *grid) -> fp32 rows (N, D + 1) = [z_n, 1]."""
     return _rows(rearrange(z, "b d ... -> b ... d"))
@@ -204,9 +211,7 @@ class VectorQuantizer(Bottleneck):
     def _nearest(self, rows: Tensor, codebook: Tensor) -> Tensor:
         """Index of the nearest code (L2) for each fp32 row [x, 1] of `rows` (N, D + 1), chunk by chunk."""
         with torch.no_grad(), torch.autocast(device_type=rows.device.type, enabled=False):
-            codebook = codebook.float()
-            # ||x - e||^2 = ||x||^2 - 2 x.e + ||e||^2; ||x||^2 is the same for every code, so skip it
-            codebook_rows = torch.cat([-2 * codebook, codebook.pow(2).sum(dim=1, keepdim=True)], dim=1).t()
+            distance_rows = codebook_rows(codebook)
             num_rows = rows.shape[0]
             block_floats = _DISTANCE_CHUNK_FLOATS.get(rows.device.type, 2**22)
             chunk_rows = max(1, min(num_rows, self.chunk_size or block_floats // codebook.shape[0]))
@@ -216,7 +221,7 @@ class VectorQuantizer(Bottleneck):
             codes = torch.empty(num_rows, dtype=torch.long, device=rows.device)
             for start in range(0, num_rows, chunk_rows):
                 end = min(start + chunk_rows, num_rows)
-                block = torch.mm(rows[start:end], codebook_rows, out=distances[: end - start])
+                block = torch.mm(rows[start:end], distance_rows, out=distances[: end - start])
                 torch.min(block, dim=1, out=(nearest[: end - start], codes[start:end]))
         return codes
 
