@@ -125,7 +125,7 @@ TINY_VIDEO = [
 ]
 TINY = {
     "image": ("image_vqvae", TINY_IMAGE),
-    "speech": ("speech_vqvae", TINY_SPEECH),
+    "speech": ("speech_vqvae_paper", TINY_SPEECH),
     "video": ("video_vqvae", TINY_VIDEO),
 }
 

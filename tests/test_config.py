@@ -23,7 +23,7 @@ def test_every_recipe_validates(recipe):
 
 
 def test_recipes_exist_for_each_kind():
-    kinds = {"image_vqvae", "image_vae", "image_ae", "speech_vqvae", "video_vqvae"}
+    kinds = {"image_vqvae", "image_vae", "image_ae", "speech_vqvae", "speech_vqvae_paper", "video_vqvae"}
     assert kinds | {"image_prior", "speech_prior", "video_prior"} <= {p.stem for p in RECIPES}
 
 

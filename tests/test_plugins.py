@@ -124,7 +124,7 @@ def test_plugins_table_hides_builtins_without_all(installed):
 
 def test_every_hook_is_documented():
     docs = "\n".join(p.read_text() for p in (ROOT / "docs").rglob("*.md"))
-    assert len(HOOKS) == 8
+    assert len(HOOKS) == 9
     undocumented = [hook for hook in HOOKS if f"`{hook}(" not in docs]
     assert not undocumented, f"hooks missing from docs/: {undocumented}"
 

@@ -225,7 +225,11 @@ def audio_model_option(help: str):
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--model", "run_dir", required=True, metavar="RUN_DIR", help="A trained run directory.")
+@click.option(
+    "--model", "run_dir", metavar="RUN_DIR",
+    help="A trained run directory, or a shipped model by name (speech). Default: the shipped model of "
+    "the first input's modality.",
+)  # fmt: skip
 @click.option("-o", "--output", required=True, help="A .codes file for one input, else a folder.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @audio_model_option("A speech run: videos also get their audio track's codes, in the same codes file.")
@@ -238,6 +242,7 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir):
 
     \b
     Examples:
+      vqt tokenize talk.wav -o talk.codes                    # the shipped speech model
       vqt tokenize shirt.png --model runs/image_vqvae -o shirt.codes
       vqt tokenize photos/ more.png --model runs/image_vqvae -o codes/
       vqt tokenize talk.flac --model runs/speech_vqvae -o talk.codes
@@ -248,9 +253,11 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir):
     from tqdm import tqdm
 
     from vqtoolkit.progress import progress
-    from vqtoolkit.tokenizer import Tokenizer, codes_targets
+    from vqtoolkit.tokenizer import Tokenizer, codes_targets, default_model_for, modality_of_input
 
     fix_mmap_threshold()  # long media: keep the heap from fragmenting (see vqtoolkit/memory.py)
+    if not run_dir:
+        run_dir = default_model_for(modality_of_input(Path(inputs[0])), inputs[0])
     tokenizer = Tokenizer.load(run_dir, device)
     audio = Tokenizer.load(audio_run_dir, device) if audio_run_dir else None
     files = tokenizer.media_files(list(inputs))
@@ -279,7 +286,11 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir):
 
 @cli.command()
 @click.argument("codes")
-@click.option("--model", "run_dir", required=True, metavar="RUN_DIR", help="The run that made the codes.")
+@click.option(
+    "--model", "run_dir", metavar="RUN_DIR",
+    help="The run that made the codes, or a shipped model by name. Default: the shipped model of the codes' "
+    "modality.",
+)  # fmt: skip
 @click.option("-o", "--output", required=True, help="The media file to write, e.g. recon.png.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @audio_model_option("The speech run that made the audio codes of a video: the output gets both streams.")
@@ -288,14 +299,18 @@ def decode(codes, run_dir, output, device, audio_run_dir):
 
     \b
     Example:
+      vqt decode talk.codes -o talk.wav                      # codes of the shipped speech model
       vqt decode shirt.codes --model runs/image_vqvae -o shirt_recon.png
       vqt decode film.codes --model runs/video_vqvae --audio-model runs/speech_vqvae -o film.mp4
     """
     from pathlib import Path
 
-    from vqtoolkit.tokenizer import Tokenizer
+    from vqtoolkit.codes import read_codes
+    from vqtoolkit.tokenizer import Tokenizer, default_model_for
 
     fix_mmap_threshold()
+    if not run_dir:
+        run_dir = default_model_for(read_codes(codes)[1].modality, codes)
     audio = Tokenizer.load(audio_run_dir, device) if audio_run_dir else None
     note = Tokenizer.load(run_dir, device).decode_file(Path(codes), Path(output), audio)
     if note:

@@ -78,6 +78,9 @@ class TrainConfig:
     eval_every: int = 0  # 0 = only at the end
     picture_every: int = 200  # steps between reconstruction pictures recon_*.png; 0 = only at the end
     checkpoint_every: int = 200  # steps between resumable checkpoints; 0 = only at the end
+    # steps between copies of the weights kept as snapshots/model_<step>.safetensors (for learning
+    # curves); 0 = none
+    snapshot_every: int = 0
     eval_batches: int = 0  # 0 = the whole held-out split
     # A step whose loss (or gradient) is NaN or inf is skipped; this many in a row are tolerated (a bad batch
     # or two), one more stops training as diverged. 0 = stop at the first.
@@ -85,6 +88,22 @@ class TrainConfig:
     # Warn when a step's batch uses under this fraction of the codebook after the first 10% of training
     # (a collapsed codebook: most codes dead). 0 = never.
     collapse_warning: float = 0.05
+
+
+@dataclass
+class AdversarialConfig:
+    """Adversarial training: discriminators against the decoder's output, with their own optimizer."""
+
+    # registered discriminators (mpd, mrstft, patch, ...); their verdicts are pooled into one loss
+    discriminators: list[Component] = field(default_factory=list)
+    loss: Literal["hinge", "lsgan"] = "hinge"  # hinge (MelGAN, DAC... EnCodec) or least squares (HiFi-GAN)
+    weight: float = 1.0  # of the generator's adversarial loss, added to the reconstruction loss
+    feature_weight: float = 2.0  # of feature matching: L1 between the discriminators' maps of real and fake
+    start_step: int = 0  # steps of reconstruction loss alone before the discriminators join
+    # the discriminators' optimizer (AdamW) and schedule; its warm-up counts from start_step
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=2e-4, betas=(0.8, 0.99), grad_clip=10.0)
+    )
 
 
 @dataclass
@@ -96,6 +115,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)  # the training loop and the run directory
     prior: Component | None = None  # prior recipes: the prior over the codes (default pixelcnn)
     tokenizer: str = ""  # prior recipes: the trained VQ-VAE run whose codes the prior models
+    adversarial: AdversarialConfig | None = None  # adversarial training (GAN losses); None = off
 
 
 class RecipeError(VQTError):
@@ -223,6 +243,11 @@ def check_recipe(recipe: Recipe, source: str = "recipe", lines: dict[str, int | 
     ]
     if recipe.prior is not None:
         parts.append(("priors", recipe.prior, "prior", ""))
+    if recipe.adversarial is not None:
+        if not recipe.adversarial.discriminators:
+            raise where.error("adversarial.discriminators", "name at least one discriminator")
+        for index, component in enumerate(recipe.adversarial.discriminators):
+            parts.append(("discriminators", component, f"adversarial.discriminators.{index}", ""))
     for kind, component, key, default in parts:
         name = component.name or default
         if not name:
@@ -359,6 +384,10 @@ def _convert(value: Any, hint: Any, key: str, where: _Where):
             return None
         hint = next(h for h in options if h is not type(None))
         return _convert(value, hint, key, where)
+    if origin is list and typing.get_args(hint) == (Component,):
+        if not isinstance(value, list):
+            raise where.error(key, f"expected a list of components, got {_show(value)}")
+        return [_build_component(item, f"{key}.{index}.", where) for index, item in enumerate(value)]
     if check_type(value, hint):
         return tuple(value) if origin is tuple else value
     raise where.error(key, f"expected {_describe(hint)}, got {_show(value)}")

@@ -79,5 +79,15 @@ def register_metrics(register):
 
 
 @hookspec
+def register_discriminators(register):
+    """Register discriminators for adversarial training: `register(name, factory)`.
+
+    `factory(**options) -> nn.Module` maps media (B, C, *grid) to a list of `(logits, feature_maps)`
+    pairs, one per sub-discriminator (`logits` any shape, `feature_maps` a list of tensors for feature
+    matching). Options are recipe keys of an entry of `adversarial.discriminators`.
+    """
+
+
+@hookspec
 def register_commands(cli):
     """Add subcommands to the `vqt` click group: decorate functions with `@cli.command()`."""

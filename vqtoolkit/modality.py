@@ -33,3 +33,6 @@ class Modality:
     # picture(originals, reconstructions, path): saves a side-by-side picture; None = the core's default
     picture: Callable[..., Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # a run directory (config.yaml + model.safetensors) the plugin ships: `--model NAME` and commands given
+    # no --model use it; "" = none shipped
+    default_model: str = ""

@@ -16,6 +16,7 @@ SINGULAR = {
     "priors": "prior",
     "losses": "loss",
     "metrics": "metric",
+    "discriminators": "discriminator",
 }
 KINDS = tuple(SINGULAR)
 

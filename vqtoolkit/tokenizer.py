@@ -35,7 +35,7 @@ class Tokenizer:
     def load(cls, run_dir: str | Path, device: str = "auto") -> Tokenizer:
         from vqtoolkit.train.loop import resolve_device
 
-        run_dir, device = Path(run_dir), resolve_device(device)
+        run_dir, device = resolve_model(run_dir), resolve_device(device)
         model, recipe = load_model(run_dir, device)
         if not model.discrete:
             raise VQTError(f"{run_dir}: the model's bottleneck is continuous and has no codes to tokenize")
@@ -199,6 +199,45 @@ class Tokenizer:
                 f"{source}: original size {meta.original_shape} does not fit the code grid "
                 f"{meta.latent_grid} at the downsampling {ds} of {self.run_dir}"
             )
+
+
+def shipped_models() -> dict[str, Path]:
+    """The run directories that modality plugins ship, by modality name."""
+    return {entry.name: Path(entry.factory.default_model) for entry in registry("modalities")
+            if entry.factory.default_model}  # fmt: skip
+
+
+def resolve_model(model: str | Path) -> Path:
+    """A run directory as given, or the shipped model of the modality it names (`--model speech`)."""
+    path = Path(model)
+    if path.exists() or os.sep in str(model) or str(model) not in shipped_models():
+        return path  # load_model says what is wrong with a path that is no run directory
+    return shipped_models()[str(model)]
+
+
+def default_model_for(modality: str, what: str) -> Path:
+    """The shipped model of `modality`, for a command given no --model."""
+    shipped = shipped_models()
+    if modality not in shipped:
+        names = ", ".join(sorted(shipped)) or "none"
+        raise VQTError(
+            f"{what}: no --model given and the {modality} modality ships no default model "
+            f"(shipped: {names}); pass --model RUN_DIR"
+        )
+    return shipped[modality]
+
+
+def modality_of_input(path: Path) -> str:
+    """The modality whose extensions include the suffix of `path` (of a folder: of its first media file)."""
+    readers = {ext: entry.name for entry in registry("modalities") for ext in entry.factory.extensions}
+    if path.is_dir():
+        for file in sorted(path.rglob("*")):
+            if file.suffix.lower() in readers and file.is_file():
+                return readers[file.suffix.lower()]
+        raise VQTError(f"{path}: holds no media file that any modality reads")
+    if path.suffix.lower() not in readers:
+        raise VQTError(f"{path}: no modality reads {path.suffix or 'files without a suffix'} files")
+    return readers[path.suffix.lower()]
 
 
 def codes_targets(files: list[Path], folder: Path) -> list[Path]:

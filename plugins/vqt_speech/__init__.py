@@ -1,12 +1,15 @@
-"""The built-in speech (1D) plugin: audio through PyAV, a strided/dilated conv codec, speech losses."""
+"""The built-in speech (1D) plugin: audio through PyAV, conv codecs (the paper's, SEANet, Vocos), speech
+losses and waveform discriminators."""
 
 from vqtoolkit.hookspecs import hookimpl
 from vqtoolkit.modality import Modality
 
 from .dataset import speech_dataset
+from .discriminators import MultiPeriodDiscriminator, MultiResolutionSTFTDiscriminator
 from .io import AUDIO_EXTENSIONS, AudioWriter, audio_info, read_audio, stream_audio, write_audio
 from .losses import SpeechLoss, log_mel_distance, si_snr
 from .nn import SpeechDecoder, SpeechEncoder
+from .seanet import SEANetDecoder, SEANetEncoder, VocosDecoder
 
 
 def _stream_writer(path, meta, audio_rate: int = 0):
@@ -40,11 +43,20 @@ def register_modalities(register):
 @hookimpl
 def register_encoders(register):
     register("speech", SpeechEncoder)
+    register("seanet", SEANetEncoder)
 
 
 @hookimpl
 def register_decoders(register):
     register("speech", SpeechDecoder)
+    register("seanet", SEANetDecoder)
+    register("vocos", VocosDecoder)
+
+
+@hookimpl
+def register_discriminators(register):
+    register("mpd", MultiPeriodDiscriminator)
+    register("mrstft", MultiResolutionSTFTDiscriminator)
 
 
 @hookimpl
@@ -56,3 +68,45 @@ def register_losses(register):
 def register_metrics(register):
     register("si_snr", si_snr, higher_is_better=True)
     register("log_mel_distance", log_mel_distance, higher_is_better=False)
+
+
+@hookimpl
+def register_commands(cli):
+    import click
+
+    @cli.command("speech-corpus")
+    @click.argument("out_dir", type=click.Path(file_okay=False))
+    @click.option("--workers", default=2, show_default=True, help="Decoding processes.")
+    def speech_corpus(out_dir, workers):
+        """Build a multi-speaker 16 kHz speech corpus in OUT_DIR from Debian packages.
+
+        Sources: festvox-ru (100 min, one male studio voice), the Asterisk prompts in English, Spanish,
+        Russian, French and Italian, and the Tux Paint stamp descriptions in eleven languages. Held out
+        by speaker: OUT_DIR/test holds the French and Italian Asterisk voices and the Danish and Greek
+        Tux Paint voices, OUT_DIR/train the rest. OUT_DIR/README.md lists sources and licences.
+
+        \b
+        Install the sources first (as root):
+          apt-get install festvox-ru asterisk-core-sounds-{en,es,fr,it,ru}-g722 tuxpaint-stamps-default
+        Examples:
+          vqt speech-corpus data/speech           # where recipes/speech_vqvae.yaml reads it
+          vqt train recipes/speech_vqvae.yaml
+        """
+        from pathlib import Path
+
+        from vqtoolkit.progress import progress
+
+        from .corpus import build_corpus, count_files
+
+        out = Path(out_dir)
+        if out.exists() and any(out.iterdir()):
+            raise click.ClickException(f"{out}: exists and is not empty; give a new folder")
+        with progress(total=count_files(), desc="speech corpus", unit="file") as bar:
+            found = build_corpus(out, workers, bar.update)
+        for split in ("train", "test"):
+            minutes = sum(i["seconds"] for i in found.values() if i["split"] == split) / 60
+            speakers = sum(1 for i in found.values() if i["split"] == split and i["files"])
+            click.echo(f"{out / split}: {minutes:.1f} minutes from {speakers} speakers")
+        missing = [s for s, i in found.items() if not i["files"]]
+        if missing:
+            click.echo(f"not installed, skipped: {', '.join(missing)}", err=True)

@@ -11,8 +11,8 @@ from torch import Tensor
 class LogMel:
     """Log-mel spectrogram at one resolution, with transforms cached per device."""
 
-    def __init__(self, sample_rate: int, n_fft: int, n_mels: int = 64):
-        self.sample_rate, self.n_fft, self.n_mels = sample_rate, n_fft, n_mels
+    def __init__(self, sample_rate: int, n_fft: int, n_mels: int = 64, floor: float = 1e-5):
+        self.sample_rate, self.n_fft, self.n_mels, self.floor = sample_rate, n_fft, n_mels, floor
         self._transforms: dict[torch.device, torchaudio.transforms.MelSpectrogram] = {}
 
     def __call__(self, audio: Tensor) -> Tensor:
@@ -22,7 +22,7 @@ class LogMel:
                 self.sample_rate, n_fft=self.n_fft, hop_length=self.n_fft // 4, n_mels=self.n_mels, power=1.0
             ).to(device)
         with torch.autocast(device.type, enabled=False):
-            return torch.log(self._transforms[device](audio.float()).clamp(min=1e-5))
+            return torch.log(self._transforms[device](audio.float()).clamp(min=self.floor))
 
 
 class SpeechLoss:
@@ -36,9 +36,11 @@ class SpeechLoss:
         fft_sizes: list[int] = (512, 1024, 2048),  # one log-mel distance per FFT size, summed
         l1_weight: float = 1.0,  # weight of the waveform L1 term
         mel_weight: float = 1.0,  # weight of the multi-resolution log-mel term
+        # mel magnitudes below this count as silence: a lower floor spends the loss on noise far under speech
+        log_floor: float = 1e-5,
     ):
         self.l1_weight, self.mel_weight = l1_weight, mel_weight
-        self.mels = [LogMel(sample_rate, n_fft) for n_fft in fft_sizes]
+        self.mels = [LogMel(sample_rate, n_fft, floor=log_floor) for n_fft in fft_sizes]
 
     def per_example(self, output: Tensor, target: Tensor) -> Tensor:
         loss = self.l1_weight * reduce((output.float() - target.float()).abs(), "b ... -> b", "mean")

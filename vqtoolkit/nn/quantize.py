@@ -156,6 +156,10 @@ class VectorQuantizer(Bottleneck):
         kmeans_iters: Lloyd iterations for the k-means init.
         dead_code_steps: re-seed codes unused for this many consecutive training steps (0 = off).
         chunk_size: rows per distance chunk (0 = automatic: rows * K below 2**22 floats, 2**26 on CUDA).
+        code_dim: factorized codes (ViT-VQGAN, DAC): look up in a learnt projection to this many channels
+            and project the code back to D; 0 = look up in D itself.
+        normalize: l2-normalise the (projected) latents and the codes, so the nearest code is the
+            cosine-nearest one; with a small `code_dim` this keeps large codebooks in use.
 
     Without kmeans_init the codebook starts uniform in (-1/K, 1/K), as in the VQ-VAE reference code.
     Under torch.distributed (data parallel training), the EMA sums and counts, the k-means init and the
@@ -177,9 +181,15 @@ class VectorQuantizer(Bottleneck):
         kmeans_iters: int = 10,
         dead_code_steps: int = 0,
         chunk_size: int = 0,
+        code_dim: int = 0,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         self.dim = dim
+        self.normalize = normalize
+        self.project_in = nn.Linear(dim, code_dim) if code_dim else None
+        self.project_out = nn.Linear(code_dim, dim) if code_dim else None
+        lookup_dim = code_dim or dim
         self.codebook_size = codebook_size
         self.beta = beta
         self.ema = ema
@@ -190,7 +200,9 @@ class VectorQuantizer(Bottleneck):
         self.dead_code_steps = dead_code_steps
         self.chunk_size = chunk_size
 
-        codebook = torch.empty(codebook_size, dim).uniform_(-1 / codebook_size, 1 / codebook_size)
+        codebook = torch.empty(codebook_size, lookup_dim).uniform_(-1 / codebook_size, 1 / codebook_size)
+        if normalize:
+            codebook = F.normalize(codebook, dim=1)
         if ema:
             self.register_buffer("codebook", codebook)
         else:
@@ -247,6 +259,8 @@ class VectorQuantizer(Bottleneck):
             # an empty cluster keeps its centroid
             centroids = torch.where(counts > 0, sums[:, :-1] / counts.clamp(min=1), centroids)
         _broadcast(centroids)
+        if self.normalize:
+            centroids = F.normalize(centroids, dim=1)
         self.codebook.data.copy_(centroids)
         self.ema_sum.copy_(centroids)
         self.ema_count.fill_(1.0)
@@ -260,7 +274,8 @@ class VectorQuantizer(Bottleneck):
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.ema_count.sum()
         smoothed = (self.ema_count + self.eps) / (total + self.codebook_size * self.eps) * total
-        self.codebook.copy_(self.ema_sum / smoothed[:, None])
+        codebook = self.ema_sum / smoothed[:, None]
+        self.codebook.copy_(F.normalize(codebook, dim=1) if self.normalize else codebook)
 
     @torch.no_grad()
     def _restart_dead_codes(self, rows: Tensor, counts: Tensor) -> Tensor:
@@ -282,13 +297,29 @@ class VectorQuantizer(Bottleneck):
 
     # --- public API ----------------------------------------------------------------------------------------
 
+    def _lookup_space(self, z: Tensor) -> Tensor:
+        """Latents (B, D, *grid) -> what the codebook is searched with: projected and normalised if asked."""
+        if self.project_in is not None:
+            z = rearrange(self.project_in(rearrange(z, "b d ... -> b ... d")), "b ... d -> b d ...")
+        return F.normalize(z, dim=1) if self.normalize else z
+
+    def _latent_space(self, vectors: Tensor) -> Tensor:
+        if self.project_out is None:
+            return vectors
+        return rearrange(self.project_out(rearrange(vectors, "b d ... -> b ... d")), "b ... d -> b d ...")
+
+    def _codebook(self) -> Tensor:
+        # a codebook learnt by gradient drifts off the sphere between steps; the EMA one is kept on it
+        return F.normalize(self.codebook, dim=1) if self.normalize and not self.ema else self.codebook
+
     def forward(self, z: Tensor) -> BottleneckOutput:
         _check_latents(z, self.dim)
+        z = self._lookup_space(z)
         rows = _latent_rows(z)  # fp32 (N, D + 1) = [z_n, 1], outside autograd
         if self.training and not self.initialized:
             self._init_by_kmeans(rows)
 
-        codes = self._nearest(rows, self.codebook)
+        codes = self._nearest(rows, self._codebook())
         ema_step = self.training and self.ema
         if ema_step:  # this rank's sums and counts in one pass: the counts come from the rows' trailing 1
             sums = self._cluster_sums(rows, codes)
@@ -298,12 +329,12 @@ class VectorQuantizer(Bottleneck):
         self.usage_counts += counts
 
         # from the codebook as it is before the EMA step below
-        z_q, commit_loss = _Quantize.apply(z, rows, codes, self.codebook.detach())
+        z_q, commit_loss = _Quantize.apply(z, rows, codes, self._codebook().detach())
         if self.ema:
             vq_loss = commit_loss.detach()  # same value; the codebook learns by EMA, not by this loss
             loss = self.beta * commit_loss
         else:
-            vq_loss = F.mse_loss(F.embedding(codes, self.codebook), rows[:, :-1])
+            vq_loss = F.mse_loss(F.embedding(codes, self._codebook()), rows[:, :-1])
             loss = vq_loss + self.beta * commit_loss
 
         stats = {
@@ -321,19 +352,21 @@ class VectorQuantizer(Bottleneck):
                 global_counts = _all_reduce_sum(counts.clone())
             if self.dead_code_steps > 0:
                 stats["restarts"] = self._restart_dead_codes(rows, global_counts)
-        return BottleneckOutput(z=z_q, loss=loss, codes=codes.view(z.shape[0], *z.shape[2:]), stats=stats)
+        codes = codes.view(z.shape[0], *z.shape[2:])
+        return BottleneckOutput(z=self._latent_space(z_q), loss=loss, codes=codes, stats=stats)
 
     @torch.no_grad()
     def encode(self, z: Tensor) -> Tensor:
         """Latents (B, D, *grid) -> codes (B, *grid) int64."""
         _check_latents(z, self.dim)
-        codes = self._nearest(_latent_rows(z), self.codebook)
+        z = self._lookup_space(z)
+        codes = self._nearest(_latent_rows(z), self._codebook())
         self.usage_counts += torch.bincount(codes, minlength=self.codebook_size)
         return codes.view(z.shape[0], *z.shape[2:])
 
     def decode(self, codes: Tensor) -> Tensor:
         """Codes (B, *grid) -> code vectors (B, D, *grid)."""
-        return rearrange(F.embedding(codes, self.codebook), "b ... d -> b d ...")
+        return self._latent_space(rearrange(F.embedding(codes, self._codebook()), "b ... d -> b d ..."))
 
     def reset_usage(self) -> None:
         self.usage_counts.zero_()
@@ -358,6 +391,8 @@ class ResidualVQ(Bottleneck):
         kmeans_iters: Lloyd iterations for the k-means init.
         dead_code_steps: re-seed codes unused for this many consecutive training steps (0 = off).
         chunk_size: rows per distance chunk (0 = automatic).
+        code_dim: factorized codes in every quantizer (see VectorQuantizer); 0 = off.
+        normalize: cosine lookup in every quantizer (see VectorQuantizer).
 
     `decode` also accepts fewer than Q code levels (a coarser reconstruction).
     """
@@ -377,12 +412,16 @@ class ResidualVQ(Bottleneck):
         kmeans_iters: int = 10,
         dead_code_steps: int = 0,
         chunk_size: int = 0,
+        code_dim: int = 0,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         self.dim = dim
+        self.factorized = code_dim > 0
         quantizer_args = dict(
             codebook_size=codebook_size, beta=beta, ema=ema, decay=decay, eps=eps, kmeans_init=kmeans_init,
             kmeans_iters=kmeans_iters, dead_code_steps=dead_code_steps, chunk_size=chunk_size,
+            code_dim=code_dim, normalize=normalize,
         )  # fmt: skip
         self.layers = nn.ModuleList(VectorQuantizer(dim, **quantizer_args) for _ in range(num_quantizers))
 
@@ -399,7 +438,8 @@ class ResidualVQ(Bottleneck):
             out = layer(residual)
             quantized = out.z.detach()
             residual = residual - quantized
-            quantized_sum = quantized_sum + quantized
+            # factorized layers keep their output's gradient: it trains their projections (as in DAC)
+            quantized_sum = quantized_sum + (out.z.float() if self.factorized else quantized)
             losses.append(out.loss)
             codes.append(out.codes)
             layer_stats.append(out.stats)
@@ -409,8 +449,11 @@ class ResidualVQ(Bottleneck):
         for key in ("perplexity", "usage"):
             stats[key] = torch.stack([s[key] for s in layer_stats]).mean()
             stats |= {f"{key}/q{index}": s[key] for index, s in enumerate(layer_stats)}
+        z_q = (
+            quantized_sum.to(z.dtype) if self.factorized else _straight_through(quantized_sum.to(z.dtype), z)
+        )
         return BottleneckOutput(
-            z=_straight_through(quantized_sum.to(z.dtype), z),
+            z=z_q,
             loss=torch.stack(losses).sum(),
             codes=rearrange(codes, "q b ... -> b q ..."),
             stats=stats,

@@ -102,17 +102,33 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+Optimizers = torch.optim.Optimizer | dict[str, torch.optim.Optimizer]
+
+
+def _named(optimizers: Optimizers) -> dict[str, torch.optim.Optimizer]:
+    # the main optimizer's tensors are `optim.*`; others' (a discriminator's) `optim_<name>.*`
+    return {"": optimizers} if isinstance(optimizers, torch.optim.Optimizer) else optimizers
+
+
 def state_tensors(
-    optimizer: torch.optim.Optimizer, step: int, extra: dict | None = None
+    optimizers: Optimizers,
+    step: int,
+    extra: dict | None = None,
+    modules: dict[str, torch.nn.Module] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Optimizer moments, step and RNG state as flat tensors (safetensors holds no Python objects)."""
+    """Optimizer moments, step, RNG state and the weights of `modules` trained beside the model (a
+    discriminator, saved as `module.<name>.*`) as flat tensors (safetensors holds no Python objects)."""
     tensors, scalars = {}, {}
-    for index, state in optimizer.state_dict()["state"].items():
-        for name, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{index}.{name}"] = value
-            else:
-                scalars[f"{index}.{name}"] = value
+    for name, optimizer in _named(optimizers).items():
+        prefix = f"optim_{name}" if name else "optim"
+        for index, state in optimizer.state_dict()["state"].items():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    tensors[f"{prefix}.{index}.{key}"] = value
+                else:
+                    scalars[f"{name}/{index}.{key}" if name else f"{index}.{key}"] = value
+    for name, module in (modules or {}).items():
+        tensors |= {f"module.{name}.{key}": value for key, value in module.state_dict().items()}
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -120,20 +136,32 @@ def state_tensors(
     return tensors, {"state": json.dumps(meta)}
 
 
-def load_state(path: Path, optimizer: torch.optim.Optimizer) -> dict:
+def load_state(path: Path, optimizers: Optimizers, modules: dict[str, torch.nn.Module] | None = None) -> dict:
     tensors = load_tensors(path)
     meta = json.loads(read_metadata(path)["state"])
-    state_dict = optimizer.state_dict()
-    restored: dict[int, dict] = {}
+    named = _named(optimizers)
+    restored: dict[str, dict[int, dict]] = {name: {} for name in named}
     for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            restored.setdefault(int(index), {})[name] = value
+        if key.startswith("optim"):
+            prefix, index, name = key.split(".", 2)
+            owner = prefix.removeprefix("optim").removeprefix("_")
+            if owner in restored:
+                restored[owner].setdefault(int(index), {})[name] = value
     for key, value in meta.pop("scalars").items():
+        owner, _, key = key.rpartition("/")
         index, name = key.split(".", 1)
-        restored.setdefault(int(index), {})[name] = value
-    state_dict["state"] = restored
-    optimizer.load_state_dict(state_dict)
+        if owner in restored:
+            restored[owner].setdefault(int(index), {})[name] = value
+    for owner, optimizer in named.items():
+        state_dict = optimizer.state_dict()
+        state_dict["state"] = restored[owner]
+        optimizer.load_state_dict(state_dict)
+    for name, module in (modules or {}).items():
+        prefix = f"module.{name}."
+        weights = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+        if not weights:
+            raise VQTError(f"{path}: holds no weights of the {name} to resume it")
+        module.load_state_dict(weights)
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
@@ -161,24 +189,30 @@ def save_checkpoint(
     run_dir: Path,
     weights: dict[str, torch.Tensor],
     model_meta: dict[str, str],
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizers,
     step: int,
     extra: dict | None = None,
+    modules: dict[str, torch.nn.Module] | None = None,
 ) -> None:
     atomic_write_all(
         [
-            (run_dir / STATE_FILE, tensors_writer(*state_tensors(optimizer, step, extra))),
+            (run_dir / STATE_FILE, tensors_writer(*state_tensors(optimizer, step, extra, modules))),
             (run_dir / MODEL_FILE, tensors_writer(weights, {**model_meta, "step": str(step)})),
         ]
     )
 
 
-def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+def load_checkpoint(
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: Optimizers,
+    modules: dict[str, torch.nn.Module] | None = None,
+) -> dict:
     """Weights, optimizer state and RNG state of a run's last checkpoint; returns the state's metadata."""
     if not (run_dir / STATE_FILE).is_file():
         raise VQTError(f"{run_dir}: no {STATE_FILE} to resume from")
     model.load_state_dict(load_tensors(run_dir / MODEL_FILE))
-    meta = load_state(run_dir / STATE_FILE, optimizer)
+    meta = load_state(run_dir / STATE_FILE, optimizer, modules)
     model_step = read_metadata(run_dir / MODEL_FILE).get("step")  # None in runs from older versions
     if model_step is not None and int(model_step) != meta["step"]:
         raise VQTError(

@@ -19,6 +19,7 @@ from vqtoolkit.pictures import save_reconstructions
 from vqtoolkit.plugins import registry
 from vqtoolkit.progress import progress
 from vqtoolkit.train import distributed
+from vqtoolkit.train.adversary import Adversary, clip_norm, scheduled_lr
 from vqtoolkit.train.checkpoint import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -29,11 +30,13 @@ from vqtoolkit.train.checkpoint import (
     load_state,
     load_tensors,
     save_checkpoint,
+    save_tensors,
 )
 from vqtoolkit.train.data import BatchStream, eval_loader, make_dataset
 from vqtoolkit.train.evaluate import evaluate
 from vqtoolkit.train.signals import StopOnSignals
 
+SNAPSHOT_DIR = "snapshots"
 DATA_WAIT_WARNING = 0.2  # warn when more of the step time than this went to waiting for the next batch
 DATA_WAIT_MIN_STEPS = 50  # ... in a run of at least this many steps
 
@@ -51,13 +54,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def learning_rate(recipe: Recipe, step: int) -> float:
-    optim, total = recipe.optim, recipe.train.max_steps
-    if optim.warmup_steps and step < optim.warmup_steps:
-        return optim.lr * (step + 1) / optim.warmup_steps
-    if optim.schedule == "cosine":
-        progress = (step - optim.warmup_steps) / max(1, total - optim.warmup_steps)
-        return optim.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return optim.lr
+    return scheduled_lr(recipe.optim, step, recipe.train.max_steps)
 
 
 class Trainer:
@@ -107,6 +104,11 @@ class Trainer:
         if self.ranks.active:
             self.forward = distributed.data_parallel(self.model, self.device)
         self.forward = torch.compile(self.forward) if cfg.compile else self.forward
+        self.adversary = (
+            Adversary(recipe.adversarial, self.device, self.ranks, cfg.max_steps)
+            if recipe.adversarial is not None
+            else None
+        )
         self.step = self.skipped_steps = 0
         self.data_wait_fraction = 0.0  # of this run's step time, spent waiting for batches (set by fit)
         if resume:
@@ -117,12 +119,13 @@ class Trainer:
             (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
 
     def _resume(self) -> None:
+        optimizers, modules = self._optimizers(), self._trained_beside()
         if not self.ranks.main:  # read only: rank 0 tidies the run directory
             self.model.load_state_dict(load_tensors(self.run_dir / MODEL_FILE))
-            state = load_state(self.run_dir / STATE_FILE, self.optimizer)
+            state = load_state(self.run_dir / STATE_FILE, optimizers, modules)
             self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
             return
-        state = load_checkpoint(self.run_dir, self.model, self.optimizer)
+        state = load_checkpoint(self.run_dir, self.model, optimizers, modules)
         self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
         atomic_write(self.run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(dump_recipe(self.recipe)))
 
@@ -132,6 +135,14 @@ class Trainer:
         with open(self.run_dir / METRICS_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        adversary = {"discriminator": self.adversary.optimizer} if self.adversary else {}
+        return {"": self.optimizer, **adversary}
+
+    def _trained_beside(self) -> dict[str, torch.nn.Module]:
+        """Modules trained with the model but not part of it: kept in the state file, not the weights."""
+        return {"discriminator": self.adversary.discriminators} if self.adversary else {}
+
     def checkpoint(self) -> None:
         if not self.ranks.main:
             return
@@ -139,10 +150,18 @@ class Trainer:
             self.run_dir,
             self.model.state_dict(),
             {"modality": self.modality.name},
-            self.optimizer,
+            self._optimizers(),
             self.step,
             {"skipped_steps": self.skipped_steps},
+            self._trained_beside(),
         )
+
+    def snapshot(self) -> None:
+        """A copy of the weights now, beside the checkpoint, that later checkpoints leave alone."""
+        folder = self.run_dir / SNAPSHOT_DIR
+        folder.mkdir(exist_ok=True)
+        meta = {"modality": self.modality.name, "step": str(self.step)}
+        save_tensors(folder / f"model_{self.step:07d}.safetensors", self.model.state_dict(), meta)
 
     def _forward_state(self) -> list[torch.Tensor]:
         # What the forward pass itself changes in training: the EMA codebook, its counts and dead-code
@@ -158,25 +177,36 @@ class Trainer:
         # The codebook is updated inside the forward pass, before the loss shows a NaN batch: keep a copy
         # to put back rather than let NaN latents into its moving averages for good.
         saved = [tensor.detach().clone() for tensor in self._forward_state()]
+        adversarial = self.adversary is not None and self.adversary.active(self.step)
+        extra: dict = {}
         with self.autocast:
             out = self.forward(batch)
+            loss = out.loss
+            if adversarial:
+                fake = self.model.media(out.output)
+                extra, real_verdicts = self.adversary.discriminator_backward(batch, fake, self.step)
+                generator_terms, generator_stats = self.adversary.generator_terms(fake, real_verdicts)
+                loss, extra = loss + generator_terms, {**extra, **generator_stats}
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        clip = self.recipe.optim.grad_clip
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), clip if clip > 0 else float("inf")
-        )
-        loss, norm = out.loss.item(), grad_norm.item()
+        loss.backward()
+        grad_norm = clip_norm(self.model.parameters(), self.recipe.optim.grad_clip)
+        loss_value, norm = loss.item(), grad_norm.item()
+        finite = all(math.isfinite(v) for v in (loss_value, norm, *extra.values()))
         # every rank must skip the same steps, or their weights and codebooks would part ways
-        if not distributed.all_true(math.isfinite(loss) and math.isfinite(norm), self.device):
+        if not distributed.all_true(finite, self.device):
             self.optimizer.zero_grad(set_to_none=True)
+            if adversarial:
+                self.adversary.discard()
             with torch.no_grad():
                 for tensor, copy in zip(self._forward_state(), saved):
                     tensor.copy_(copy)
-            return {"loss": loss, "grad_norm": norm, "skipped": True}
+            return {"loss": loss_value, "grad_norm": norm, "skipped": True}
         self.optimizer.step()
+        if adversarial:
+            self.adversary.step()
         stats = {k: v.item() for k, v in out.bottleneck.stats.items() if v.numel() == 1}
-        return {"loss": loss, "recon": out.recon_per_example.mean().item(), "grad_norm": norm, **stats}
+        recon = out.recon_per_example.mean().item()
+        return {"loss": loss_value, "recon": recon, "grad_norm": norm, **extra, **stats}
 
     def collapse_warning(self, stats: dict) -> str:
         """A warning when the step's batch used too few codes, once the first 10% of training is past."""
@@ -282,6 +312,8 @@ class Trainer:
                     self.picture(fixed.to(self.device) if ranks.main else None)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.checkpoint()
+                if cfg.snapshot_every and self.step % cfg.snapshot_every == 0 and ranks.main:
+                    self.snapshot()
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                     self.evaluate()
                 signals.check(self.step, self.run_dir, self._checkpoint_and_wait)
