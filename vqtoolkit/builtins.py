@@ -3,6 +3,7 @@
 from vqtoolkit import losses
 from vqtoolkit.hookspecs import hookimpl
 from vqtoolkit.nn.conv import ConvDecoder, ConvEncoder
+from vqtoolkit.nn.discriminator import PatchDiscriminator
 from vqtoolkit.nn.gaussian import GaussianBottleneck, IdentityBottleneck
 from vqtoolkit.nn.pixelcnn import PixelCNN
 from vqtoolkit.nn.quantize import ResidualVQ, VectorQuantizer
@@ -24,6 +25,11 @@ def register_encoders(register):
 @hookimpl
 def register_decoders(register):
     register("conv", ConvDecoder)
+
+
+@hookimpl
+def register_discriminators(register):
+    register("patch", PatchDiscriminator)
 
 
 @hookimpl

@@ -284,7 +284,10 @@ def instantiate(kind: str, component: Component, key: str, default: str = "", /,
     name = component.name or default
     factory = registry(kind).get(name, f"{key}.name")
     check_options(factory, component.args, key)
-    return factory(*args, **host_args, **component.args)
+    try:
+        return factory(*args, **host_args, **component.args)
+    except ValueError as exc:  # the factory's own check of its options: a recipe error, not a crash
+        raise RecipeError(f"{key}: {exc}") from None
 
 
 # ---------------------------------------------------------------- internals

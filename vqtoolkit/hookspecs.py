@@ -82,7 +82,8 @@ def register_metrics(register):
 def register_discriminators(register):
     """Register discriminators for adversarial training: `register(name, factory)`.
 
-    `factory(**options) -> nn.Module` maps media (B, C, *grid) to a list of `(logits, feature_maps)`
+    `factory(in_channels: int, rank: int, **options) -> nn.Module` maps media (B, C, *grid) of the given
+    channels and grid rank to a list of `(logits, feature_maps)`
     pairs, one per sub-discriminator (`logits` any shape, `feature_maps` a list of tensors for feature
     matching). Options are recipe keys of an entry of `adversarial.discriminators`.
     """

@@ -15,6 +15,12 @@ from torch.nn.utils.parametrizations import weight_norm
 SLOPE = 0.1  # leaky ReLU slope of HiFi-GAN and EnCodec
 
 
+def _check_mono(name: str, in_channels: int, rank: int) -> None:
+    if (in_channels, rank) != (1, 1):
+        raise ValueError(f"the {name} discriminator judges mono audio, got {in_channels} channels"
+                         f", rank {rank}")
+
+
 def _widths(channels: int, max_channels: int, count: int) -> list[int]:
     return [min(channels * 4**i, max_channels) for i in range(count)]
 
@@ -47,11 +53,14 @@ class PeriodDiscriminator(nn.Module):
 class MultiPeriodDiscriminator(nn.Module):
     def __init__(
         self,
+        in_channels: int,
+        rank: int,
         periods: list[int] = (2, 3, 5, 7, 11),  # prime periods, as in HiFi-GAN
         channels: int = 16,  # of the first layer, x4 per layer (HiFi-GAN: 32)
         max_channels: int = 256,  # (HiFi-GAN: 1024)
     ):
         super().__init__()
+        _check_mono("mpd", in_channels, rank)
         self.discriminators = nn.ModuleList(PeriodDiscriminator(p, channels, max_channels) for p in periods)
 
     def forward(self, audio: Tensor) -> list[tuple[Tensor, list[Tensor]]]:
@@ -92,10 +101,13 @@ class STFTDiscriminator(nn.Module):
 class MultiResolutionSTFTDiscriminator(nn.Module):
     def __init__(
         self,
+        in_channels: int,
+        rank: int,
         fft_sizes: list[int] = (2048, 1024, 512),  # one sub-discriminator per STFT resolution
         channels: int = 32,
     ):
         super().__init__()
+        _check_mono("mrstft", in_channels, rank)
         self.discriminators = nn.ModuleList(STFTDiscriminator(n, channels) for n in fft_sizes)
 
     def forward(self, audio: Tensor) -> list[tuple[Tensor, list[Tensor]]]:

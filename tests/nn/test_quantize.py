@@ -354,3 +354,42 @@ def test_property_shapes_dtypes_codes_and_round_trip(rank, data, dtype, residual
     codes = bottleneck.encode(z)
     assert torch.equal(codes, out.codes)
     assert torch.equal(bottleneck.decode(codes).to(dtype), out.z)
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_factorized_lookup_is_the_cosine_nearest_code_in_the_projection(ema):
+    torch.manual_seed(0)
+    vq = VectorQuantizer(dim=16, codebook_size=64, code_dim=4, normalize=True, ema=ema, kmeans_init=False)
+    z = torch.randn(3, 16, 10)
+    projected = torch.einsum("bdt,kd->btk", z, vq.project_in.weight) + vq.project_in.bias
+    codebook = torch.nn.functional.normalize(vq.codebook.detach(), dim=1)
+    cosine = torch.nn.functional.normalize(projected, dim=-1) @ codebook.t()  # (B, T, K)
+    assert torch.equal(vq.encode(z), cosine.argmax(-1))
+    # decode: the unit-length code vector, projected back to D
+    codes = vq.encode(z)
+    expected = torch.einsum("btk,dk->bdt", codebook[codes], vq.project_out.weight) + vq.project_out.bias[:, None]
+    assert torch.allclose(vq.decode(codes), expected, atol=1e-6)
+    out = vq.train()(z)
+    assert torch.equal(out.codes, codes) and out.z.shape == z.shape
+
+
+def test_factorized_codebook_stays_on_the_unit_sphere_through_kmeans_ema_and_restarts():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(dim=8, codebook_size=16, code_dim=3, normalize=True, dead_code_steps=1).train()
+    for _ in range(3):
+        vq(torch.randn(4, 8, 12))
+    assert torch.allclose(vq.codebook.norm(dim=1), torch.ones(16), atol=1e-5)
+
+
+def test_factorized_residual_vq_trains_its_projections():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(dim=8, num_quantizers=2, codebook_size=16, code_dim=3, normalize=True).train()
+    z = torch.randn(2, 8, 6, requires_grad=True)
+    out = rvq(z)
+    (out.z.square().sum() + out.loss).backward()
+    for layer in rvq.layers:
+        assert layer.project_in.weight.grad.abs().sum() > 0
+        assert layer.project_out.weight.grad.abs().sum() > 0
+    assert z.grad.abs().sum() > 0
+    rvq.eval()
+    assert torch.allclose(rvq.decode(rvq.encode(z.detach())), rvq(z.detach()).z, atol=1e-5)

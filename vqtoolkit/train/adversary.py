@@ -37,10 +37,12 @@ class Discriminators(nn.ModuleList):
 class Adversary:
     """Discriminators trained against the autoencoder from `config.start_step` on."""
 
-    def __init__(self, config: AdversarialConfig, device: torch.device, ranks, max_steps: int):
+    def __init__(self, config: AdversarialConfig, media: tuple[int, int], device: torch.device, ranks,
+                 max_steps: int):  # fmt: skip
+        """`media` is (channels, grid rank) of what the discriminators judge."""
         self.config, self.max_steps = config, max_steps
         self.discriminators = Discriminators(
-            instantiate("discriminators", component, f"adversarial.discriminators.{index}")
+            instantiate("discriminators", component, f"adversarial.discriminators.{index}", "", *media)
             for index, component in enumerate(config.discriminators)
         ).to(device)
         self.optimizer = torch.optim.AdamW(

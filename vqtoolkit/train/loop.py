@@ -104,8 +104,9 @@ class Trainer:
         if self.ranks.active:
             self.forward = distributed.data_parallel(self.model, self.device)
         self.forward = torch.compile(self.forward) if cfg.compile else self.forward
+        media = (recipe.data.channels, self.modality.rank)
         self.adversary = (
-            Adversary(recipe.adversarial, self.device, self.ranks, cfg.max_steps)
+            Adversary(recipe.adversarial, media, self.device, self.ranks, cfg.max_steps)
             if recipe.adversarial is not None
             else None
         )
