@@ -90,7 +90,7 @@ def test_eval_repeats_the_final_metrics_and_takes_other_data(vqvae_run, tmp_path
     result = run_vqt("eval", str(run_dir), "--batches", "8")
     assert result.returncode == 0, result.stderr
     evaluated = json.loads(result.stdout)
-    assert evaluated.keys() == trained.keys() - {"run_dir", "step", "skipped_steps"}
+    assert evaluated.keys() == trained.keys() - {"run_dir", "step", "skipped_steps", "train_seconds"}
     assert evaluated["examples"] == trained["examples"] == 8 * 16
     assert evaluated["psnr"] == pytest.approx(trained["psnr"], rel=1e-6)
 
@@ -100,7 +100,7 @@ def test_eval_repeats_the_final_metrics_and_takes_other_data(vqvae_run, tmp_path
     result = run_vqt("eval", str(run_dir), "--data", str(tmp_path))
     assert result.returncode == 0, result.stderr
     evaluated = json.loads(result.stdout)
-    assert evaluated.keys() == trained.keys() - {"run_dir", "step", "skipped_steps"}
+    assert evaluated.keys() == trained.keys() - {"run_dir", "step", "skipped_steps", "train_seconds"}
     assert evaluated["examples"] == 2 and math.isfinite(evaluated["psnr"])
 
 

@@ -156,12 +156,7 @@ def train(recipe, overrides, resume_dir, nproc):
         sys.exit(distributed.launch(nproc, passed_on))
     main_rank = distributed.current().main
     try:
-        if recipe.tokenizer:  # a prior over the codes of a trained VQ-VAE
-            from vqtoolkit.train.prior import PriorTrainer
-
-            trainer = PriorTrainer(recipe, run_dir=resume_dir, resume=bool(resume_dir))
-        else:
-            trainer = Trainer(recipe, run_dir=resume_dir, resume=bool(resume_dir))
+        trainer = Trainer(recipe, run_dir=resume_dir, resume=bool(resume_dir))
         try:
             results = trainer.fit()
         except Interrupted as exc:  # SIGINT or SIGTERM: the trainer saved a checkpoint

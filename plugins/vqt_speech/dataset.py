@@ -66,7 +66,10 @@ def speech_dataset(
     for name, value, least in (("sample_rate", sample_rate, 1), ("segment", segment, 1), ("hop", hop, 0)):
         if value < least:
             raise VQTError(f"data.{name} must be at least {least}, got {value}")
-    files = audio_files(Path(path).expanduser() if path else SAMPLE_DIR)
+    folder = Path(path).expanduser() if path else SAMPLE_DIR
+    if not folder.exists() and "data/speech" in folder.as_posix():  # the speech recipe's corpus
+        raise VQTError(f"{path}: no such folder; build the speech corpus: vqt speech-corpus data/speech")
+    files = audio_files(folder)
     if len(files) == 1:
         audio, _ = read_audio(files[0], sample_rate)
         cut = audio.shape[-1] - round(audio.shape[-1] * TEST_FRACTION)

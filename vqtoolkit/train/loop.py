@@ -14,12 +14,10 @@ from tqdm import tqdm
 
 from vqtoolkit.config import Recipe, dump_recipe
 from vqtoolkit.errors import VQTError
-from vqtoolkit.model import Autoencoder, build_model
-from vqtoolkit.pictures import save_reconstructions
-from vqtoolkit.plugins import registry
+from vqtoolkit.model import Autoencoder
 from vqtoolkit.progress import progress
 from vqtoolkit.train import distributed
-from vqtoolkit.train.adversary import Adversary, clip_norm, scheduled_lr
+from vqtoolkit.train.adversary import clip_norm, scheduled_lr
 from vqtoolkit.train.checkpoint import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -32,8 +30,8 @@ from vqtoolkit.train.checkpoint import (
     save_checkpoint,
     save_tensors,
 )
-from vqtoolkit.train.data import BatchStream, eval_loader, make_dataset
-from vqtoolkit.train.evaluate import evaluate
+from vqtoolkit.train.data import BatchStream
+from vqtoolkit.train.objectives import AutoencoderObjective
 from vqtoolkit.train.signals import StopOnSignals
 
 SNAPSHOT_DIR = "snapshots"
@@ -58,6 +56,9 @@ def learning_rate(recipe: Recipe, step: int) -> float:
 
 
 class Trainer:
+    """One training loop for every objective (see vqtoolkit.train.objectives): an autoencoder, an
+    autoencoder with discriminators, or a prior over a tokenizer's codes (a recipe naming a tokenizer)."""
+
     def __init__(
         self,
         recipe: Recipe,
@@ -65,7 +66,7 @@ class Trainer:
         resume: bool = False,
         model: Autoencoder | None = None,
     ):
-        """`model` replaces the one the recipe builds (benchmarks swap in a peer's quantizer this way).
+        """`model` replaces the autoencoder the recipe builds (benchmarks swap in a peer's quantizer).
 
         Under torchrun (WORLD_SIZE > 1) this is one rank of data-parallel training (see
         vqtoolkit.train.distributed): only rank 0 writes files, shows progress and evaluates.
@@ -78,15 +79,13 @@ class Trainer:
                 f"train.batch_size: {cfg.batch_size} does not split evenly over {self.ranks.world_size} "
                 "processes (it is the global batch, shared out among them)"
             )
-        self.modality = registry("modalities").get(recipe.data.modality, "data.modality")
-        self.metrics = {name: registry("metrics").get(name) for name in self.modality.metrics}
         torch.manual_seed(cfg.seed)  # the same on every rank: the same initial weights and random draws
-        self.train_set = make_dataset(recipe, self.modality, "train")
-        self.eval_set = make_dataset(recipe, self.modality, "test") if self.ranks.main else None
-        self.model: Autoencoder = (model or build_model(recipe)).to(self.device)
-        if cfg.channels_last and self.modality.rank in (2, 3):
-            fmt = torch.channels_last if self.modality.rank == 2 else torch.channels_last_3d
-            self.model = self.model.to(memory_format=fmt)
+        if recipe.tokenizer:
+            from vqtoolkit.train.prior import PriorObjective
+
+            self.objective = PriorObjective(recipe, self.device, self.ranks, self.run_dir)
+        else:
+            self.objective = AutoencoderObjective(recipe, self.device, self.ranks, model)
         cuda = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
@@ -104,12 +103,6 @@ class Trainer:
         if self.ranks.active:
             self.forward = distributed.data_parallel(self.model, self.device)
         self.forward = torch.compile(self.forward) if cfg.compile else self.forward
-        media = (recipe.data.channels, self.modality.rank)
-        self.adversary = (
-            Adversary(recipe.adversarial, media, self.device, self.ranks, cfg.max_steps)
-            if recipe.adversarial is not None
-            else None
-        )
         self.step = self.skipped_steps = 0
         self.data_wait_fraction = 0.0  # of this run's step time, spent waiting for batches (set by fit)
         if resume:
@@ -119,8 +112,16 @@ class Trainer:
             atomic_write(self.run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(dump_recipe(recipe)))
             (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
 
+    # the objective's model and data, under the names benchmarks and tests use
+    model = property(lambda self: self.objective.model)
+    train_set = property(lambda self: self.objective.train_set, lambda self, v: self._set("train_set", v))
+    eval_set = property(lambda self: self.objective.eval_set, lambda self, v: self._set("eval_set", v))
+
+    def _set(self, name: str, value) -> None:
+        setattr(self.objective, name, value)
+
     def _resume(self) -> None:
-        optimizers, modules = self._optimizers(), self._trained_beside()
+        optimizers, modules = self._optimizers(), self.objective.trained_beside()
         if not self.ranks.main:  # read only: rank 0 tidies the run directory
             self.model.load_state_dict(load_tensors(self.run_dir / MODEL_FILE))
             state = load_state(self.run_dir / STATE_FILE, optimizers, modules)
@@ -137,12 +138,7 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        adversary = {"discriminator": self.adversary.optimizer} if self.adversary else {}
-        return {"": self.optimizer, **adversary}
-
-    def _trained_beside(self) -> dict[str, torch.nn.Module]:
-        """Modules trained with the model but not part of it: kept in the state file, not the weights."""
-        return {"discriminator": self.adversary.discriminators} if self.adversary else {}
+        return {"": self.optimizer, **self.objective.optimizers()}
 
     def checkpoint(self) -> None:
         if not self.ranks.main:
@@ -150,24 +146,19 @@ class Trainer:
         save_checkpoint(
             self.run_dir,
             self.model.state_dict(),
-            {"modality": self.modality.name},
+            self.objective.model_meta(),
             self._optimizers(),
             self.step,
             {"skipped_steps": self.skipped_steps},
-            self._trained_beside(),
+            self.objective.trained_beside(),
         )
 
     def snapshot(self) -> None:
         """A copy of the weights now, beside the checkpoint, that later checkpoints leave alone."""
         folder = self.run_dir / SNAPSHOT_DIR
         folder.mkdir(exist_ok=True)
-        meta = {"modality": self.modality.name, "step": str(self.step)}
+        meta = {**self.objective.model_meta(), "step": str(self.step)}
         save_tensors(folder / f"model_{self.step:07d}.safetensors", self.model.state_dict(), meta)
-
-    def _forward_state(self) -> list[torch.Tensor]:
-        # What the forward pass itself changes in training: the EMA codebook, its counts and dead-code
-        # restarts (which rewrite even a codebook learnt by gradient), batch-norm statistics. All small.
-        return [*self.model.buffers(), *self.model.bottleneck.parameters()]
 
     def train_step(self, batch: torch.Tensor) -> dict:
         """One optimisation step. A step whose loss or gradient is not finite changes nothing and returns
@@ -177,77 +168,43 @@ class Trainer:
             group["lr"] = learning_rate(self.recipe, self.step)
         # The codebook is updated inside the forward pass, before the loss shows a NaN batch: keep a copy
         # to put back rather than let NaN latents into its moving averages for good.
-        saved = [tensor.detach().clone() for tensor in self._forward_state()]
-        adversarial = self.adversary is not None and self.adversary.active(self.step)
-        extra: dict = {}
+        saved = [tensor.detach().clone() for tensor in self.objective.forward_state()]
         with self.autocast:
-            out = self.forward(batch)
-            loss = out.loss
-            if adversarial:
-                fake = self.model.media(out.output)
-                extra, real_verdicts = self.adversary.discriminator_backward(batch, fake, self.step)
-                generator_terms, generator_stats = self.adversary.generator_terms(fake, real_verdicts)
-                loss, extra = loss + generator_terms, {**extra, **generator_stats}
+            loss, stats, checked = self.objective.loss(self.forward, batch, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = clip_norm(self.model.parameters(), self.recipe.optim.grad_clip)
         loss_value, norm = loss.item(), grad_norm.item()
-        finite = all(math.isfinite(v) for v in (loss_value, norm, *extra.values()))
+        finite = all(math.isfinite(v) for v in (loss_value, norm, *checked.values()))
         # every rank must skip the same steps, or their weights and codebooks would part ways
         if not distributed.all_true(finite, self.device):
             self.optimizer.zero_grad(set_to_none=True)
-            if adversarial:
-                self.adversary.discard()
+            self.objective.commit(self.step, applied=False)
             with torch.no_grad():
-                for tensor, copy in zip(self._forward_state(), saved):
+                for tensor, copy in zip(self.objective.forward_state(), saved):
                     tensor.copy_(copy)
             return {"loss": loss_value, "grad_norm": norm, "skipped": True}
         self.optimizer.step()
-        if adversarial:
-            self.adversary.step()
-        stats = {k: v.item() for k, v in out.bottleneck.stats.items() if v.numel() == 1}
-        recon = out.recon_per_example.mean().item()
-        return {"loss": loss_value, "recon": recon, "grad_norm": norm, **extra, **stats}
+        self.objective.commit(self.step, applied=True)
+        numbers = {k: v.item() if torch.is_tensor(v) else v for k, v in stats.items()}
+        return {"loss": loss_value, "grad_norm": norm, **checked, **numbers}
 
-    def collapse_warning(self, stats: dict) -> str:
-        """A warning when the step's batch used too few codes, once the first 10% of training is past."""
-        cfg = self.recipe.train
-        if "usage" not in stats or self.step <= cfg.max_steps / 10 or stats["usage"] >= cfg.collapse_warning:
-            return ""
-        return f"codebook collapse: {stats['usage']:.1%} of codes used at step {self.step}"
-
-    def picture(self, batch: torch.Tensor) -> None:
-        if not self.ranks.main:
-            return
-        self.model.eval()
-        with torch.no_grad(), self.autocast:
-            recon = self.model.reconstruct(batch).float()
-        save = self.modality.picture or save_reconstructions
-        save(
-            batch.cpu(),
-            recon.clamp(*self.modality.value_range).cpu(),
-            self.run_dir / f"recon_{self.step:06d}.png",
-        )
+    def picture(self, batch) -> None:
+        if self.ranks.main and hasattr(self.objective, "picture"):
+            path = self.run_dir / f"recon_{self.step:06d}.png"
+            self.objective.picture(batch.to(self.device), path, self.autocast)
 
     def evaluate(self) -> dict:
         """Metrics on the held-out split; computed by rank 0 alone ({} on the other ranks)."""
         if not self.ranks.main:
             return {}
-        loader = eval_loader(self.eval_set, self.recipe.train.batch_size, self.recipe.data.num_workers)
-        with self.autocast:
-            results = evaluate(
-                self.model,
-                loader,
-                self.metrics,
-                self.device,
-                self.modality.value_range,
-                self.recipe.train.eval_batches,
-            )
+        results = self.objective.evaluate(self.device, self.autocast)
         self.log({"step": self.step, "split": "eval", **results})
         return results
 
     def fit(self) -> dict:
-        cfg, ranks = self.recipe.train, self.ranks
+        cfg, ranks, objective = self.recipe.train, self.ranks, self.objective
+        started = time.perf_counter()
         pin = self.device.type == "cuda"
         stream = BatchStream(
             self.train_set,
@@ -259,14 +216,14 @@ class Trainer:
             ranks.world_size,
         )
         batches = stream.batches(self.step)
-        fixed = next(iter(eval_loader(self.eval_set, min(8, len(self.eval_set))))) if ranks.main else None
+        fixed = objective.fixed_batch() if ranks.main and hasattr(objective, "fixed_batch") else None
         bad_steps: list[int] = []  # the current run of skipped steps
         warned = False
         waited = busy = 0.0  # since the last train record
         total_waited = total_busy = 0.0
         first_step = self.step
         bar = progress(
-            total=cfg.max_steps, initial=self.step, desc="train", unit="step", disable=not ranks.main
+            total=cfg.max_steps, initial=self.step, desc=objective.name, unit="step", disable=not ranks.main
         )
         agree = (lambda signum: distributed.largest(signum, self.device)) if ranks.active else None
         with StopOnSignals(agree, ranks.world_size) as signals, bar:
@@ -287,10 +244,8 @@ class Trainer:
                         raise VQTError(diverged(stats, bad_steps, cfg.max_bad_steps))
                 else:
                     bad_steps = []
-                    warning = self.collapse_warning(stats)
-                    postfix = {"loss": f"{stats['loss']:.4f}"}
-                    if "usage" in stats:
-                        postfix["usage"] = f"{stats['usage']:.2f}" + "!" * bool(warning)
+                    warning = objective.collapse_warning(stats, self.step)
+                    postfix = objective.postfix(stats, warning)
                     postfix["data_wait"] = f"{total_waited / max(total_busy, 1e-9):.0%}"
                     bar.set_postfix(postfix, refresh=False)  # update() redraws at most every `interval` s
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
@@ -309,8 +264,8 @@ class Trainer:
                             tqdm.write(f"warning: {warning}", file=sys.stderr)
                         warned = bool(warning)
                         waited = busy = 0.0
-                if cfg.picture_every and self.step % cfg.picture_every == 0:
-                    self.picture(fixed.to(self.device) if ranks.main else None)
+                if cfg.picture_every and self.step % cfg.picture_every == 0 and fixed is not None:
+                    self.picture(fixed)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.checkpoint()
                 if cfg.snapshot_every and self.step % cfg.snapshot_every == 0 and ranks.main:
@@ -318,7 +273,8 @@ class Trainer:
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                     self.evaluate()
                 signals.check(self.step, self.run_dir, self._checkpoint_and_wait)
-            self.picture(fixed.to(self.device) if ranks.main else None)
+            if fixed is not None:
+                self.picture(fixed)
             self.checkpoint()
             signals.check(self.step, self.run_dir, save_checkpoint=lambda: None)  # a signal while saving
         self.data_wait_fraction = total_waited / max(total_busy, 1e-9)
@@ -331,6 +287,7 @@ class Trainer:
                 file=sys.stderr,
             )
         results = {**self.evaluate(), "skipped_steps": self.skipped_steps}
+        results["train_seconds"] = time.perf_counter() - started
         distributed.barrier()  # the ranks leave together: one tearing down gloo early can abort another
         return results
 

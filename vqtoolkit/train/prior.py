@@ -4,31 +4,24 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from vqtoolkit.config import Component, Recipe, dump_recipe, instantiate, load_recipe
+from vqtoolkit.config import Component, Recipe, instantiate, load_recipe
 from vqtoolkit.errors import VQTError
 from vqtoolkit.nn.pixelcnn_sampling import negative_log_likelihood, sample
 from vqtoolkit.progress import progress
 from vqtoolkit.tokenizer import Tokenizer
 from vqtoolkit.train.checkpoint import (
     CONFIG_FILE,
-    METRICS_FILE,
     MODEL_FILE,
-    atomic_write,
-    load_checkpoint,
     read_safetensors,
-    save_checkpoint,
     save_tensors,
 )
-from vqtoolkit.train.data import BatchStream, make_dataset
-from vqtoolkit.train.loop import learning_rate, resolve_device
-from vqtoolkit.train.signals import StopOnSignals
+from vqtoolkit.train.data import make_dataset
 
 
 def tokenizer_recipe(recipe: Recipe, tokenizer: Tokenizer) -> Recipe:
@@ -62,83 +55,57 @@ def extract_codes(tokenizer: Tokenizer, vq_recipe: Recipe, split: str, cache: Pa
     return codes
 
 
-class PriorTrainer:
-    """Fits a prior to the codes a VQ-VAE run gives its training data; evaluates on the held-out split."""
+class PriorObjective:
+    """Cross-entropy of a prior over the codes a tokenizer run gives its training data; evaluated on the
+    codes of its held-out split."""
 
-    def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, resume: bool = False):
-        self.recipe, cfg = recipe, recipe.train
-        self.run_dir = Path(run_dir or cfg.out_dir)
-        self.device = resolve_device(cfg.device)
-        self.tokenizer = Tokenizer.load(recipe.tokenizer, str(self.device))
+    name = "train prior"
+
+    def __init__(self, recipe: Recipe, device: torch.device, ranks, run_dir: Path):
+        self.tokenizer = Tokenizer.load(recipe.tokenizer, str(device))
         sizes = self.tokenizer.model.bottleneck.codebook_sizes()
         if len(sizes) != 1:
             raise VQTError(
                 f"tokenizer: {recipe.tokenizer} has {len(sizes)} codebooks; priors model one (use vq)"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)  # only once the tokenizer is known to be usable
+        run_dir.mkdir(parents=True, exist_ok=True)  # only once the tokenizer is known to be usable
         self.vq_recipe = tokenizer_recipe(recipe, self.tokenizer)
-        torch.manual_seed(cfg.seed)
-        self.codes = {
-            split: extract_codes(
-                self.tokenizer, self.vq_recipe, split, self.run_dir / f"codes_{split}.safetensors"
-            )
+        self.train_set, self.eval_set = (
+            extract_codes(self.tokenizer, self.vq_recipe, split, run_dir / f"codes_{split}.safetensors")
             for split in ("train", "test")
-        }
-        rank = self.tokenizer.modality.rank
+        )
         component = recipe.prior or Component()
-        self.prior = instantiate("priors", component, "prior", "pixelcnn", sizes[0], rank).to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            self.prior.parameters(), lr=recipe.optim.lr, betas=recipe.optim.betas,
-            weight_decay=recipe.optim.weight_decay, fused=self.device.type == "cuda" or None,
-        )  # fmt: skip
-        self.step = 0
-        if resume:
-            self.step = load_checkpoint(self.run_dir, self.prior, self.optimizer)["step"]
-        else:
-            (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
-        atomic_write(self.run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(dump_recipe(recipe)))
+        rank = self.tokenizer.modality.rank
+        self.model = instantiate("priors", component, "prior", "pixelcnn", sizes[0], rank).to(device)
 
-    def log(self, record: dict) -> None:
-        with open(self.run_dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
+    def model_meta(self) -> dict[str, str]:
+        grid = list(self.train_set.shape[1:])
+        return {"tokenizer_hash": self.tokenizer.model_hash, "grid": json.dumps(grid)}
 
-    def checkpoint(self) -> None:
-        grid = list(self.codes["train"].shape[1:])
-        meta = {"tokenizer_hash": self.tokenizer.model_hash, "grid": json.dumps(grid)}
-        save_checkpoint(self.run_dir, self.prior.state_dict(), meta, self.optimizer, self.step)
+    def optimizers(self) -> dict:
+        return {}
 
-    def fit(self) -> dict:
-        cfg = self.recipe.train
-        batches = BatchStream(self.codes["train"], cfg.batch_size, cfg.seed).batches(self.step)
-        bar = progress(total=cfg.max_steps, initial=self.step, desc="train prior", unit="step")
-        started = time.perf_counter()
-        with StopOnSignals() as signals, bar:
-            while self.step < cfg.max_steps:
-                self.prior.train()
-                for group in self.optimizer.param_groups:
-                    group["lr"] = learning_rate(self.recipe, self.step)
-                codes = next(batches).to(self.device)
-                loss = F.cross_entropy(self.prior(codes), codes)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.recipe.optim.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.prior.parameters(), self.recipe.optim.grad_clip)
-                self.optimizer.step()
-                self.step += 1
-                bits = loss.item() / math.log(2)
-                bar.set_postfix({"bits/code": f"{bits:.3f}"}, refresh=False)
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    self.log({"step": self.step, "split": "train", "bits_per_code": bits})
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.checkpoint()
-                signals.check(self.step, self.run_dir, self.checkpoint)
-            self.checkpoint()
-            signals.check(self.step, self.run_dir, save_checkpoint=lambda: None)  # a signal while saving
-        results = evaluate_prior(self.prior, self.tokenizer, self.vq_recipe, self.codes["test"])
-        results["train_seconds"] = time.perf_counter() - started
-        self.log({"step": self.step, "split": "eval", **results})
-        return results
+    def trained_beside(self) -> dict:
+        return {}
+
+    def forward_state(self) -> list[torch.Tensor]:
+        return []
+
+    def loss(self, forward, codes: torch.Tensor, step: int) -> tuple[torch.Tensor, dict, dict]:
+        loss = F.cross_entropy(forward(codes).float(), codes)
+        return loss, {"bits_per_code": loss.detach() / math.log(2)}, {}
+
+    def commit(self, step: int, applied: bool) -> None:
+        pass
+
+    def postfix(self, stats: dict, warning: str) -> dict:
+        return {"bits/code": f"{stats['bits_per_code']:.3f}"}
+
+    def collapse_warning(self, stats: dict, step: int) -> str:
+        return ""
+
+    def evaluate(self, device: torch.device, autocast) -> dict:
+        return evaluate_prior(self.model, self.tokenizer, self.vq_recipe, self.eval_set)
 
 
 @torch.no_grad()

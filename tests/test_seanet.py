@@ -1,0 +1,55 @@
+"""The SEANet encoder/decoder and the Vocos decoder: shapes, causality, and the registered names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vqtoolkit.plugins import registry
+
+
+def build(kind: str, name: str, **options):
+    return registry(kind).get(name)(1, 8, **options)
+
+
+@pytest.mark.parametrize("activation", ["elu", "snake"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_seanet_round_trip_keeps_the_length(activation, causal):
+    options = dict(strides=[2, 4, 5], hidden=4, max_channels=16, dilations=[1, 3], activation=activation,
+                   causal=causal)  # fmt: skip
+    encoder, decoder = build("encoders", "seanet", **options), build("decoders", "seanet", **options)
+    assert encoder.downsample == decoder.downsample == (40,)
+    audio = torch.randn(2, 1, 40 * 7)
+    latents = encoder(audio)
+    assert latents.shape == (2, 8, 7)
+    assert decoder(latents).shape == audio.shape
+
+
+def first_dependent_input(module, length: int, output_index: int) -> int:
+    """The index of the latest input sample that the output at `output_index` depends on."""
+    x = torch.randn(1, 1, length, requires_grad=True)
+    module(x)[0, :, output_index].sum().backward()
+    return int(x.grad[0, 0].nonzero().max())
+
+
+def test_causal_encoder_sees_only_the_past():
+    causal = build("encoders", "seanet", strides=[2, 4], hidden=4, max_channels=8, dilations=[1, 3], causal=True)
+    centred = build("encoders", "seanet", strides=[2, 4], hidden=4, max_channels=8, dilations=[1, 3])
+    frame = 10  # covers input samples 80-87
+    assert first_dependent_input(causal, 8 * 32, frame) <= 8 * frame + 7
+    assert first_dependent_input(centred, 8 * 32, frame) > 8 * frame + 7  # looks ahead
+
+
+def test_vocos_decoder_gives_hop_samples_per_frame_and_learns_from_the_waveform():
+    decoder = build("decoders", "vocos", hop=40, n_fft=160, dim=16, layers=2)
+    assert decoder.downsample == (40,)
+    latents = torch.randn(2, 8, 9, requires_grad=True)
+    audio = decoder(latents)
+    assert audio.shape == (2, 1, 9 * 40) and torch.isfinite(audio).all()
+    audio.square().mean().backward()
+    assert latents.grad.abs().sum() > 0 and decoder.head.weight.grad.abs().sum() > 0
+
+
+def test_vocos_decoder_writes_mono_only():
+    with pytest.raises(ValueError, match="mono"):
+        registry("decoders").get("vocos")(2, 8)
