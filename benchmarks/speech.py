@@ -35,7 +35,7 @@ from vqtoolkit.train.evaluate import evaluate
 from vqtoolkit.train.loop import Trainer, resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPE = ROOT / "recipes" / "speech_vqvae.yaml"
+RECIPE = ROOT / "recipes" / "speech_vqvae_paper.yaml"
 SHIPPED = ROOT / "plugins" / "vqt_speech" / "data" / "asterisk_small"
 ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 BYTES_PER_SECOND = 8000  # G.722

@@ -178,6 +178,7 @@ COMPONENT_DOCS = {
     "model.loss": ("losses", "the modality's default loss"),
     "bottleneck": ("bottlenecks", ""),
     "prior": ("priors", ""),
+    "adversarial.discriminators": ("discriminators", ""),
 }
 
 
@@ -293,6 +294,7 @@ def components_page() -> str:
         "losses": "model.loss",
         "bottlenecks": "bottleneck",
         "priors": "prior",
+        "discriminators": "adversarial.discriminators[i]",
     }
     out = [
         "# Components",

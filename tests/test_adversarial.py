@@ -82,7 +82,9 @@ def test_adversarial_losses_against_hand_computed_values():
 
 
 def train_codec(run_dir, *overrides):
-    result = run_vqt("train", "recipes/speech_vqvae.yaml", *TINY_CODEC, f"train.out_dir={run_dir}", *overrides)
+    result = run_vqt(
+        "train", "recipes/speech_vqvae.yaml", *TINY_CODEC, f"train.out_dir={run_dir}", *overrides
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -135,7 +137,8 @@ def test_adversarial_run_resumes_exactly_on_cpu(codec_runs):
     for key, value in load_tensors(whole / "model.safetensors").items():
         assert torch.equal(value, load_tensors(parted / "model.safetensors")[key]), key
     assert all(
-        torch.equal(value, state_of(parted, "module.")[key]) for key, value in state_of(whole, "module.").items()
+        torch.equal(value, state_of(parted, "module.")[key])
+        for key, value in state_of(whole, "module.").items()
     )
 
 
@@ -159,4 +162,3 @@ def test_a_discriminator_that_does_not_fit_the_media_is_one_line(tmp_path):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "adversarial.discriminators.0" in lines[0] and "mono audio" in lines[0]
-

@@ -4,10 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY_VIDEO, vqt
+import torch
+from conftest import ROOT, TINY_VIDEO, run_vqt, vqt
 from PIL import Image
 from vqt_speech.io import read_audio
 from vqt_video.io import video_info
+
+from vqtoolkit.train.checkpoint import load_tensors
 
 TINY_PRIOR = [
     "prior.hidden=16",
@@ -103,3 +106,19 @@ def test_video_prior_samples_video(tmp_path):
     assert len(samples) == 2
     info = video_info(samples[0])
     assert (info["frames"], info["height"], info["width"]) == (4, 16, 16)
+
+
+def test_prior_trains_data_parallel_like_one_process(tiny_image_run, tmp_path):
+    constant = ["optim.schedule=constant", "optim.warmup_steps=0", "train.max_steps=4", "train.device=cpu"]
+    one = train_prior("image", tiny_image_run, tmp_path / "one", *constant)
+    overrides = [f"tokenizer={tiny_image_run}", f"train.out_dir={tmp_path / 'two'}", *TINY_PRIOR, *constant]
+    result = run_vqt(
+        "train", "--nproc", "2", str(ROOT / "recipes" / "image_prior.yaml"), *overrides,
+        env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    two = json.loads(result.stdout)
+    assert two["bits_per_code"] == pytest.approx(one["bits_per_code"], rel=1e-4)
+    expected = load_tensors(tmp_path / "one" / "model.safetensors")
+    for name, tensor in load_tensors(tmp_path / "two" / "model.safetensors").items():
+        torch.testing.assert_close(tensor, expected[name], atol=1e-5, rtol=1e-4, msg=name)

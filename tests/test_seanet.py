@@ -33,7 +33,9 @@ def first_dependent_input(module, length: int, output_index: int) -> int:
 
 
 def test_causal_encoder_sees_only_the_past():
-    causal = build("encoders", "seanet", strides=[2, 4], hidden=4, max_channels=8, dilations=[1, 3], causal=True)
+    causal = build(
+        "encoders", "seanet", strides=[2, 4], hidden=4, max_channels=8, dilations=[1, 3], causal=True
+    )
     centred = build("encoders", "seanet", strides=[2, 4], hidden=4, max_channels=8, dilations=[1, 3])
     frame = 10  # covers input samples 80-87
     assert first_dependent_input(causal, 8 * 32, frame) <= 8 * frame + 7

@@ -146,8 +146,6 @@ def train(recipe, overrides, resume_dir, nproc):
         raise click.UsageError("give a recipe, e.g. vqt train recipes/image_vqvae.yaml")
     recipe = load_recipe(recipe, overrides)
     world_size = nproc if nproc > 1 else distributed.current().world_size
-    if recipe.tokenizer and world_size > 1:
-        raise VQTError("priors train in one process: leave out --nproc (or run without torchrun)")
     if recipe.train.batch_size % world_size:
         raise VQTError(
             f"train.batch_size: {recipe.train.batch_size} does not split evenly over {world_size} processes"

@@ -367,7 +367,9 @@ def test_factorized_lookup_is_the_cosine_nearest_code_in_the_projection(ema):
     assert torch.equal(vq.encode(z), cosine.argmax(-1))
     # decode: the unit-length code vector, projected back to D
     codes = vq.encode(z)
-    expected = torch.einsum("btk,dk->bdt", codebook[codes], vq.project_out.weight) + vq.project_out.bias[:, None]
+    expected = (
+        torch.einsum("btk,dk->bdt", codebook[codes], vq.project_out.weight) + vq.project_out.bias[:, None]
+    )
     assert torch.allclose(vq.decode(codes), expected, atol=1e-6)
     out = vq.train()(z)
     assert torch.equal(out.codes, codes) and out.z.shape == z.shape
