@@ -40,7 +40,7 @@ from vqt_speech.losses import log_mel_distance, si_snr
 
 from vqtoolkit.codes import read_codes
 from vqtoolkit.tokenizer import Tokenizer
-from vqtoolkit.train.checkpoint import file_hash, load_tensors
+from vqtoolkit.train.checkpoint import file_hash, load_tensors, read_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS_TEST = ROOT / "data" / "speech" / "test"
@@ -240,7 +240,6 @@ def summary(rows: list[dict], models: list[str]) -> str:
 
 def learning_curve(run_dir: Path, clips: list[Path]) -> list[dict]:
     """Every snapshot of a run scored on the clips, with the wall-clock hours since the run began."""
-    started = (run_dir / "config.yaml").stat().st_mtime
     base = Tokenizer.load(run_dir, "cpu")
     points = []
     for snapshot in sorted((run_dir / "snapshots").glob("model_*.safetensors")):
@@ -253,8 +252,9 @@ def learning_curve(run_dir: Path, clips: list[Path]) -> list[dict]:
                 decoded, rate = toolkit(base, clip, Path(folder))
                 scores.append(score(reference, decoded))
                 rates.append(rate)
-        row = {"step": int(snapshot.stem.split("_")[1]), "hours": (snapshot.stat().st_mtime - started) / 3600,
-               "kbps": float(np.mean(rates)) / 1000}  # fmt: skip
+        seconds = read_metadata(snapshot).get("train_seconds")  # wall time of the run when it was saved
+        hours = float(seconds) / 3600 if seconds else math.nan
+        row = {"step": int(snapshot.stem.split("_")[1]), "hours": hours, "kbps": float(np.mean(rates)) / 1000}
         row |= {key: float(np.nanmean([s[key] for s in scores])) for key in scores[0]}
         points.append(row)
         print(

@@ -104,6 +104,8 @@ class Trainer:
             self.forward = distributed.data_parallel(self.model, self.device)
         self.forward = torch.compile(self.forward) if cfg.compile else self.forward
         self.step = self.skipped_steps = 0
+        self.seconds_before = 0.0  # wall time of the earlier sessions of a resumed run
+        self.started = time.perf_counter()
         self.data_wait_fraction = 0.0  # of this run's step time, spent waiting for batches (set by fit)
         if resume:
             self._resume()
@@ -126,9 +128,11 @@ class Trainer:
             self.model.load_state_dict(load_tensors(self.run_dir / MODEL_FILE))
             state = load_state(self.run_dir / STATE_FILE, optimizers, modules)
             self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
+            self.seconds_before = state.get("train_seconds", 0.0)
             return
         state = load_checkpoint(self.run_dir, self.model, optimizers, modules)
         self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
+        self.seconds_before = state.get("train_seconds", 0.0)
         atomic_write(self.run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(dump_recipe(self.recipe)))
 
     def log(self, record: dict) -> None:
@@ -149,7 +153,7 @@ class Trainer:
             self.objective.model_meta(),
             self._optimizers(),
             self.step,
-            {"skipped_steps": self.skipped_steps},
+            {"skipped_steps": self.skipped_steps, "train_seconds": self.train_seconds()},
             self.objective.trained_beside(),
         )
 
@@ -158,7 +162,12 @@ class Trainer:
         folder = self.run_dir / SNAPSHOT_DIR
         folder.mkdir(exist_ok=True)
         meta = {**self.objective.model_meta(), "step": str(self.step)}
+        meta["train_seconds"] = f"{self.train_seconds():.1f}"
         save_tensors(folder / f"model_{self.step:07d}.safetensors", self.model.state_dict(), meta)
+
+    def train_seconds(self) -> float:
+        """Wall time of this run so far, over every session of it (a resumed run counts its earlier ones)."""
+        return self.seconds_before + time.perf_counter() - self.started
 
     def train_step(self, batch: torch.Tensor) -> dict:
         """One optimisation step. A step whose loss or gradient is not finite changes nothing and returns
@@ -204,7 +213,6 @@ class Trainer:
 
     def fit(self) -> dict:
         cfg, ranks, objective = self.recipe.train, self.ranks, self.objective
-        started = time.perf_counter()
         pin = self.device.type == "cuda"
         stream = BatchStream(
             self.train_set,
@@ -287,7 +295,7 @@ class Trainer:
                 file=sys.stderr,
             )
         results = {**self.evaluate(), "skipped_steps": self.skipped_steps}
-        results["train_seconds"] = time.perf_counter() - started
+        results["train_seconds"] = self.train_seconds()
         distributed.barrier()  # the ranks leave together: one tearing down gloo early can abort another
         return results
 
