@@ -162,3 +162,15 @@ def test_a_discriminator_that_does_not_fit_the_media_is_one_line(tmp_path):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "adversarial.discriminators.0" in lines[0] and "mono audio" in lines[0]
+
+
+def test_adversarial_objective_trains_data_parallel(tmp_path):
+    result = run_vqt(
+        "train", "--nproc", "2", "recipes/speech_vqvae.yaml", *TINY_CODEC, "train.max_steps=4",
+        f"train.out_dir={tmp_path}", env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    train = [r for r in records(tmp_path) if r["split"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["disc_loss"]) and math.isfinite(r["gen_adv_loss"]) for r in train[2:])
+    assert state_of(tmp_path, "module.discriminator.")

@@ -183,14 +183,17 @@ def train(recipe, overrides, resume_dir, nproc):
 def eval_command(run_dir, data_path, batches):
     """Evaluate a trained model (or prior) on held-out data and print the metrics as JSON.
 
-    For a prior run: its NLL in bits per code and the bound in bits per data dimension.
+    For a prior run: its NLL in bits per code and the bound in bits per data dimension. RUN_DIR may
+    also name a shipped model (speech).
 
     \b
     Examples:
       vqt eval runs/image_vqvae --data /usr/share/datasets/fashion-mnist
+      vqt eval speech --data plugins/vqt_speech/data/heldout
       vqt eval runs/image_prior
     """
     from vqtoolkit.plugins import registry
+    from vqtoolkit.tokenizer import resolve_model
     from vqtoolkit.train.checkpoint import load_model
     from vqtoolkit.train.data import eval_loader, make_dataset
     from vqtoolkit.train.evaluate import evaluate
@@ -198,6 +201,7 @@ def eval_command(run_dir, data_path, batches):
     from vqtoolkit.train.prior import evaluate_prior_run, is_prior_run
 
     device = resolve_device("auto")
+    run_dir = resolve_model(run_dir)
     if is_prior_run(run_dir):
         click.echo(json.dumps(evaluate_prior_run(run_dir, data_path, str(device)), indent=2))
         return

@@ -1,6 +1,8 @@
 """The built-in speech (1D) plugin: audio through PyAV, conv codecs (the paper's, SEANet, Vocos), speech
 losses and waveform discriminators."""
 
+from pathlib import Path
+
 from vqtoolkit.hookspecs import hookimpl
 from vqtoolkit.modality import Modality
 
@@ -10,6 +12,9 @@ from .io import AUDIO_EXTENSIONS, AudioWriter, audio_info, read_audio, stream_au
 from .losses import SpeechLoss, log_mel_distance, si_snr
 from .nn import SpeechDecoder, SpeechEncoder
 from .seanet import SEANetDecoder, SEANetEncoder, VocosDecoder
+
+
+SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "speech"  # see its MODEL_CARD.md
 
 
 def _stream_writer(path, meta, audio_rate: int = 0):
@@ -36,6 +41,7 @@ def register_modalities(register):
             stream_writer=_stream_writer,
             info=audio_info,
             meta={"sample_bits": 16},  # the bin width of the bits/dim bound
+            default_model=str(SHIPPED_MODEL) if (SHIPPED_MODEL / "model.safetensors").is_file() else "",
         ),
     )
 
