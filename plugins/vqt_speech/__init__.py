@@ -13,7 +13,6 @@ from .losses import SpeechLoss, log_mel_distance, si_snr
 from .nn import SpeechDecoder, SpeechEncoder
 from .seanet import SEANetDecoder, SEANetEncoder, VocosDecoder
 
-
 SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "speech"  # see its MODEL_CARD.md
 
 
