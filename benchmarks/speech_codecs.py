@@ -85,7 +85,8 @@ def align(reference: np.ndarray, degraded: np.ndarray, max_lag: int = 4000) -> n
 
     def envelope(x: np.ndarray) -> np.ndarray:
         power = np.convolve(x.astype(np.float64) ** 2, np.ones(window) / window, mode="same")[::hop]
-        return np.log(power + 1e-8)
+        # 50 dB under the loudest window is silence: digital zeros must not outweigh the speech
+        return np.log(np.maximum(power, power.max() * 1e-5 + 1e-12))
 
     a, b = envelope(reference), envelope(degraded)
     a, b = a - a.mean(), b - b.mean()
@@ -93,10 +94,19 @@ def align(reference: np.ndarray, degraded: np.ndarray, max_lag: int = 4000) -> n
     # b padded by `reach` on both sides: score j is the match of a with b delayed by (j - reach) steps
     padded = np.zeros(len(a) + 2 * reach)
     padded[reach : reach + min(len(a) + reach, len(b))] = b[: len(a) + reach]
-    lag = (int(np.argmax(np.correlate(padded, a, mode="valid"))) - reach) * hop
+    coarse = (int(np.argmax(np.correlate(padded, a, mode="valid"))) - reach) * hop
+    # then to the sample, by the waveforms themselves, within two envelope steps (for waveform codecs)
+    near = range(coarse - 2 * hop, coarse + 2 * hop + 1)
+    shifts = {lag: _shifted(degraded, lag, len(reference)) for lag in near}
+    best = max(shifts, key=lambda lag: float(np.dot(shifts[lag], reference)))
+    return shifts[best]
+
+
+def _shifted(degraded: np.ndarray, lag: int, length: int) -> np.ndarray:
+    """`degraded` advanced by `lag` samples (delayed when negative), cut or zero-padded to `length`."""
     shifted = degraded[lag:] if lag >= 0 else np.concatenate([np.zeros(-lag, degraded.dtype), degraded])
-    out = np.zeros_like(reference)
-    out[: min(len(out), len(shifted))] = shifted[: len(out)]
+    out = np.zeros(length, degraded.dtype)
+    out[: min(length, len(shifted))] = shifted[:length]
     return out
 
 
