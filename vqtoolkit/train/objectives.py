@@ -56,8 +56,10 @@ class AutoencoderObjective:
 
     def forward_state(self) -> list[torch.Tensor]:
         # What the forward pass itself changes in training: the EMA codebook, its counts and dead-code
-        # restarts (which rewrite even a codebook learnt by gradient), batch-norm statistics. All small.
-        return [*self.model.buffers(), *self.model.bottleneck.parameters()]
+        # restarts (which rewrite even a codebook learnt by gradient), batch-norm statistics, and the
+        # discriminators' spectral-norm power iterations. All small.
+        judges = list(self.adversary.discriminators.buffers()) if self.adversary else []
+        return [*self.model.buffers(), *self.model.bottleneck.parameters(), *judges]
 
     # --- one step --------------------------------------------------------------------------------------
 
