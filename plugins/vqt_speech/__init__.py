@@ -99,13 +99,14 @@ def register_commands(cli):
         """
         from pathlib import Path
 
+        from vqtoolkit.errors import VQTError
         from vqtoolkit.progress import progress
 
         from .corpus import build_corpus, count_files
 
         out = Path(out_dir)
-        if out.exists() and any(out.iterdir()):
-            raise click.ClickException(f"{out}: exists and is not empty; give a new folder")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise VQTError(f"{out}: exists and is not an empty folder; give a new folder")
         with progress(total=count_files(), desc="speech corpus", unit="file") as bar:
             found = build_corpus(out, workers, bar.update)
         for split in ("train", "test"):
