@@ -8,7 +8,9 @@ WAV under OUT/{train,test}/<speaker>/, with OUT/README.md listing sources, licen
 from __future__ import annotations
 
 import glob
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +82,14 @@ def build_corpus(out: Path, workers: int = 2, progress=None) -> dict[str, dict]:
             jobs.append((source.speaker, file, str(out / split / source.speaker / name)))
     if not any(info["files"] for info in found.values()):
         raise VQTError(f"{out}: none of the source packages is installed ({install_hint()})")
-    with ProcessPoolExecutor(workers) as pool:
-        seconds = pool.map(_convert, [(file, target) for _, file, target in jobs], chunksize=16)
+    pairs = [(file, target) for _, file, target in jobs]
+    # spawned, not forked: a fork of a process whose torch threads are running can deadlock
+    with (
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        if workers > 1
+        else (nullcontext()) as pool
+    ):
+        seconds = pool.map(_convert, pairs, chunksize=16) if pool else map(_convert, pairs)
         for (speaker, _, _), duration in zip(jobs, seconds):
             found[speaker]["seconds"] += duration
             if progress:
