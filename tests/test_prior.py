@@ -122,3 +122,12 @@ def test_prior_trains_data_parallel_like_one_process(tiny_image_run, tmp_path):
     expected = load_tensors(tmp_path / "one" / "model.safetensors")
     for name, tensor in load_tensors(tmp_path / "two" / "model.safetensors").items():
         torch.testing.assert_close(tensor, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_python_api_fits_a_prior(tiny_image_run, tmp_path):
+    from vqtoolkit import fit
+
+    overrides = [f"tokenizer={tiny_image_run}", f"train.out_dir={tmp_path / 'prior'}", *TINY_PRIOR]
+    run = fit(ROOT / "recipes" / "image_prior.yaml", overrides)
+    final = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert final["split"] == "eval" and 0 < final["bits_per_code"] < 5.1

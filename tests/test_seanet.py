@@ -52,6 +52,21 @@ def test_vocos_decoder_gives_hop_samples_per_frame_and_learns_from_the_waveform(
     assert latents.grad.abs().sum() > 0 and decoder.head.weight.grad.abs().sum() > 0
 
 
+def test_vocos_subframes_are_stft_frames_in_time_order():
+    decoder = build("decoders", "vocos", hop=40, n_fft=80, subframes=2, dim=16, layers=1)
+    head = {}
+    decoder.head.register_forward_hook(lambda module, args, out: head.update(out=out.detach()))
+    audio = decoder(torch.randn(1, 8, 6))
+    assert audio.shape == (1, 1, 6 * 40) and decoder.head.out_features == 2 * 82
+    # code frame t's two subframes are STFT frames 2t and 2t+1, hop 20: the synthesis by hand agrees
+    frames = head["out"][0].reshape(6, 2, 2, 41)  # (code frame, subframe, magnitude|phase, bin)
+    spectrum = torch.polar(frames[:, :, 0].clamp(max=6).exp(), frames[:, :, 1]).reshape(12, 41).T
+    by_hand = torch.istft(spectrum, 80, 20, window=torch.hann_window(80), center=True, length=240)
+    assert torch.allclose(audio[0, 0], by_hand, atol=1e-5)
+    with pytest.raises(ValueError, match="divisor"):
+        build("decoders", "vocos", hop=40, n_fft=80, subframes=3)
+
+
 def test_vocos_decoder_writes_mono_only():
     with pytest.raises(ValueError, match="mono"):
         registry("decoders").get("vocos")(2, 8)

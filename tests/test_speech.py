@@ -81,3 +81,27 @@ def test_image_file_given_to_speech_model_is_a_clear_error(tiny_speech_run, tmp_
         and "the speech model" in result.stderr
         and "cannot read this file" in result.stderr
     )
+
+
+def test_fine_mel_bands_see_a_pitch_error_that_coarse_bands_blur():
+    import math
+
+    from vqt_speech.losses import SpeechLoss
+
+    t = torch.arange(16000) / 16000
+
+    def voice(f0: float) -> torch.Tensor:  # harmonics of f0 up to 7 kHz, falling as 1/k
+        harmonics = [torch.sin(2 * math.pi * k * f0 * t) / k for k in range(1, 40) if k * f0 < 7000]
+        return 0.1 * sum(harmonics)[None, None]
+
+    sizes = dict(fft_sizes=[512, 1024, 2048], l1_weight=0.0)
+    coarse, fine = SpeechLoss(**sizes), SpeechLoss(**sizes, mel_bands=[40, 80, 160])
+    assert coarse.per_example(voice(200), voice(200)).item() == 0
+    assert fine.per_example(voice(212), voice(200)) > 1.3 * coarse.per_example(voice(212), voice(200))
+
+
+def test_mel_bands_of_the_wrong_length_are_one_line(tmp_path):
+    shipped_data = ["data.path=", "data.eval_path=", f"train.out_dir={tmp_path}/r"]
+    result = vqt("train", "recipes/speech_vqvae.yaml", "model.loss.mel_bands=[10,20]", *shipped_data)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "mel_bands: one positive number, or one per FFT size (" in result.stderr

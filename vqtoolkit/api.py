@@ -83,12 +83,9 @@ def fit(recipe: str | Path, overrides: list[str] = (), run_dir: str | Path | Non
     overrides = list(overrides)
     if run_dir is not None:  # resume: the run's own resolved recipe, then the overrides
         recipe = Path(run_dir) / CONFIG_FILE
-    loaded = load_recipe(recipe, overrides)
-    if loaded.tokenizer:
-        from vqtoolkit.train.prior import PriorTrainer as trainer_class
-    else:
-        from vqtoolkit.train.loop import Trainer as trainer_class
-    trainer = trainer_class(loaded, run_dir=run_dir, resume=run_dir is not None)
+    from vqtoolkit.train.loop import Trainer
+
+    trainer = Trainer(load_recipe(recipe, overrides), run_dir=run_dir, resume=run_dir is not None)
     trainer.fit()
     return trainer.run_dir
 

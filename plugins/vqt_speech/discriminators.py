@@ -17,8 +17,9 @@ SLOPE = 0.1  # leaky ReLU slope of HiFi-GAN and EnCodec
 
 def _check_mono(name: str, in_channels: int, rank: int) -> None:
     if (in_channels, rank) != (1, 1):
-        raise ValueError(f"the {name} discriminator judges mono audio, got {in_channels} channels"
-                         f", rank {rank}")
+        raise ValueError(
+            f"the {name} discriminator judges mono audio, got {in_channels} channels, rank {rank}"
+        )
 
 
 def _widths(channels: int, max_channels: int, count: int) -> list[int]:

@@ -34,13 +34,22 @@ class SpeechLoss:
         self,
         sample_rate: int = 16000,  # of the audio, for the mel filters (the recipe's data.sample_rate)
         fft_sizes: list[int] = (512, 1024, 2048),  # one log-mel distance per FFT size, summed
+        # mel bands per FFT size (one number for all, or one per size): 64 bands at 16 kHz are hundreds
+        # of Hz wide above 2 kHz, too coarse to see a voice's harmonics; finer bands at the long FFTs
+        # make the loss see them (DAC doubles the bands with each doubling of the window)
+        mel_bands: int | list[int] = 64,
         l1_weight: float = 1.0,  # weight of the waveform L1 term
         mel_weight: float = 1.0,  # weight of the multi-resolution log-mel term
         # mel magnitudes below this count as silence: a lower floor spends the loss on noise far under speech
         log_floor: float = 1e-5,
     ):
         self.l1_weight, self.mel_weight = l1_weight, mel_weight
-        self.mels = [LogMel(sample_rate, n_fft, floor=log_floor) for n_fft in fft_sizes]
+        bands = [mel_bands] * len(fft_sizes) if isinstance(mel_bands, int) else list(mel_bands)
+        if len(bands) != len(fft_sizes) or min(bands, default=1) < 1:
+            raise ValueError(
+                f"mel_bands: one positive number, or one per FFT size ({len(fft_sizes)}), not {mel_bands}"
+            )
+        self.mels = [LogMel(sample_rate, n_fft, n, log_floor) for n_fft, n in zip(fft_sizes, bands)]
 
     def per_example(self, output: Tensor, target: Tensor) -> Tensor:
         loss = self.l1_weight * reduce((output.float() - target.float()).abs(), "b ... -> b", "mean")

@@ -180,8 +180,10 @@ class ConvNeXtBlock(nn.Module):
 class VocosDecoder(nn.Module):
     """Latents at the code frame rate -> waveform through ConvNeXt blocks and an inverse STFT head.
 
-    Each frame predicts log-magnitude and phase of `n_fft // 2 + 1` bins; frames are `hop` samples apart,
-    and `hop` must equal the encoder's downsampling so that T / hop frames give T samples.
+    Each code frame predicts log-magnitude and phase of `n_fft // 2 + 1` bins for `subframes` STFT frames
+    `hop / subframes` samples apart; `hop` must equal the encoder's downsampling so that T / hop code frames
+    give T samples. Subframes keep the synthesis window short when the code frames are long (at 16 kHz, a
+    20 ms code frame with a 4 x hop window would blur every onset over 80 ms).
     """
 
     def __init__(
@@ -189,7 +191,8 @@ class VocosDecoder(nn.Module):
         out_channels: int,
         latent_dim: int,
         hop: int = 320,  # samples per frame: the encoder's downsampling
-        n_fft: int = 1280,  # window of the inverse STFT (4 x hop is 75% overlap)
+        n_fft: int = 1280,  # window of the inverse STFT (4 x its hop is 75% overlap)
+        subframes: int = 1,  # STFT frames per code frame: the STFT hop is hop / subframes
         dim: int = 384,  # channels of the ConvNeXt blocks
         layers: int = 8,  # ConvNeXt blocks
         expansion: int = 3,  # MLP width as a multiple of dim
@@ -199,16 +202,18 @@ class VocosDecoder(nn.Module):
         super().__init__()
         if out_channels != 1:
             raise ValueError(f"the vocos decoder writes mono audio, got out_channels={out_channels}")
-        if n_fft < hop:
-            raise ValueError(f"n_fft ({n_fft}) must be at least hop ({hop})")
+        if subframes < 1 or hop % subframes:
+            raise ValueError(f"subframes ({subframes}) must be a positive divisor of hop ({hop})")
+        if n_fft < hop // subframes:
+            raise ValueError(f"n_fft ({n_fft}) must be at least the STFT hop ({hop // subframes})")
         self.downsample = (hop,)
-        self.hop, self.n_fft = hop, n_fft
+        self.hop, self.n_fft, self.subframes = hop, n_fft, subframes
         self.embed = nn.Conv1d(latent_dim, dim, 7)
         self.embed_pad = (6, 0) if causal else (3, 3)
         self.norm_in = nn.LayerNorm(dim, eps=1e-6)
         self.blocks = nn.ModuleList(ConvNeXtBlock(dim, expansion, kernel, causal) for _ in range(layers))
         self.norm_out = nn.LayerNorm(dim, eps=1e-6)
-        self.head = nn.Linear(dim, n_fft + 2)
+        self.head = nn.Linear(dim, subframes * (n_fft + 2))
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -218,11 +223,18 @@ class VocosDecoder(nn.Module):
             x = block(x)
         x = self.head(self.norm_out(rearrange(x, "b c t -> b t c")))
         with torch.autocast(x.device.type, enabled=False):
-            log_magnitude, phase = rearrange(x.float(), "b t (two f) -> two b f t", two=2)
+            log_magnitude, phase = rearrange(
+                x.float(), "b t (s two f) -> two b f (t s)", s=self.subframes, two=2
+            )
             magnitude = log_magnitude.clamp(max=6.0).exp()  # exp(6) ~ 400: no overflow while training
             spectrum = torch.polar(magnitude, phase)
             frames = z.shape[-1]
             audio = torch.istft(
-                spectrum, self.n_fft, self.hop, window=self.window, center=True, length=frames * self.hop
+                spectrum,
+                self.n_fft,
+                self.hop // self.subframes,
+                window=self.window,
+                center=True,
+                length=frames * self.hop,
             )
         return rearrange(audio, "b t -> b 1 t")

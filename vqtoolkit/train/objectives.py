@@ -114,4 +114,3 @@ class AutoencoderObjective:
             return evaluate(
                 self.model, loader, self.metrics, device, self.modality.value_range, cfg.eval_batches
             )
-
