@@ -11,7 +11,10 @@ from vqtoolkit.plugins import registry
 
 BOTTLENECKS = {
     "vq": ["bottleneck.codebook_size=16"],
-    "rvq": ["bottleneck.num_quantizers=2", "bottleneck.codebook_size=16"],
+    "rvq": ["bottleneck.num_quantizers=2", "bottleneck.codebook_size=16", "bottleneck.quantizer_dropout=0.5"],
+    "fsq": ["bottleneck.levels=[5,3]"],
+    "rfsq": ["bottleneck.levels=[5,3]", "bottleneck.num_quantizers=2", "bottleneck.quantizer_dropout=0.5"],
+    "lfq": ["bottleneck.bits=4"],
     "gaussian": [],
     "none": [],
 }
@@ -38,7 +41,7 @@ def test_bottleneck_with_modality(modality, bottleneck, tmp_path):
     assert final["step"] == 3 and final["recon_loss"] > 0
     if bottleneck == "gaussian":
         assert final["elbo"] < 0  # ELBO = -(reconstruction + KL) per example, reported for every modality
-    discrete = bottleneck in ("vq", "rvq")
+    discrete = bottleneck not in ("gaussian", "none")
     assert ("codebook_used_fraction" in final) == discrete
 
     if modality == "image":

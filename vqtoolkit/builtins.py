@@ -7,12 +7,16 @@ from vqtoolkit.nn.discriminator import PatchDiscriminator
 from vqtoolkit.nn.gaussian import GaussianBottleneck, IdentityBottleneck
 from vqtoolkit.nn.pixelcnn import PixelCNN
 from vqtoolkit.nn.quantize import ResidualVQ, VectorQuantizer
+from vqtoolkit.nn.scalar import FSQ, LFQ, ResidualFSQ
 
 
 @hookimpl
 def register_bottlenecks(register):
     register("vq", VectorQuantizer, discrete=True)
     register("rvq", ResidualVQ, discrete=True)
+    register("fsq", FSQ, discrete=True)
+    register("rfsq", ResidualFSQ, discrete=True)
+    register("lfq", LFQ, discrete=True)
     register("gaussian", GaussianBottleneck, discrete=False)
     register("none", IdentityBottleneck, discrete=False)
 

@@ -230,7 +230,15 @@ def audio_model_option(help: str):
 @click.option("-o", "--output", required=True, help="A .codes file for one input, else a folder.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @audio_model_option("A speech run: videos also get their audio track's codes, in the same codes file.")
-def tokenize(inputs, run_dir, output, device, audio_run_dir):
+@click.option(
+    "--codebooks",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Residual models (rvq, rfsq): keep the codes of the first N codebooks only, a lower bitrate that "
+    "`vqt decode` decodes as it is. Default: all.",
+)
+def tokenize(inputs, run_dir, output, device, audio_run_dir, codebooks):
     """Turn media files (or folders of them) into codes files.
 
     Each codes file is a safetensors file with the integer codes and what is needed to decode them
@@ -244,6 +252,7 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir):
       vqt tokenize photos/ more.png --model runs/image_vqvae -o codes/
       vqt tokenize talk.flac --model runs/speech_vqvae -o talk.codes
       vqt tokenize film.mp4 --model runs/video_vqvae --audio-model runs/speech_vqvae -o film.codes
+      vqt tokenize talk.wav --codebooks 2 -o talk.codes       # 2 of the speech model's 4 codebooks
     """
     from pathlib import Path
 
@@ -255,7 +264,7 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir):
     fix_mmap_threshold()  # long media: keep the heap from fragmenting (see vqtoolkit/memory.py)
     if not run_dir:
         run_dir = default_model_for(modality_of_input(Path(inputs[0])), inputs[0])
-    tokenizer = Tokenizer.load(run_dir, device)
+    tokenizer = Tokenizer.load(run_dir, device, codebooks or 0)
     audio = Tokenizer.load(audio_run_dir, device) if audio_run_dir else None
     files = tokenizer.media_files(list(inputs))
     output = Path(output)

@@ -30,9 +30,10 @@ class Tokenizer:
     modality: Modality
     model_hash: str
     device: torch.device
+    codebooks: int = 0  # residual models: keep only the codes of the first this many stages; 0 = all
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto") -> Tokenizer:
+    def load(cls, run_dir: str | Path, device: str = "auto", codebooks: int = 0) -> Tokenizer:
         from vqtoolkit.train.loop import resolve_device
 
         run_dir, device = resolve_model(run_dir), resolve_device(device)
@@ -40,7 +41,32 @@ class Tokenizer:
         if not model.discrete:
             raise VQTError(f"{run_dir}: the model's bottleneck is continuous and has no codes to tokenize")
         modality = registry("modalities").get(recipe.data.modality)
-        return cls(run_dir, model, recipe, modality, file_hash(run_dir / MODEL_FILE), device)
+        tokenizer = cls(run_dir, model, recipe, modality, file_hash(run_dir / MODEL_FILE), device)
+        if codebooks:
+            tokenizer.keep_codebooks(codebooks)
+        return tokenizer
+
+    def keep_codebooks(self, count: int) -> None:
+        """Write only the codes of the first `count` stages of a residual model (a lower bitrate)."""
+        stages = len(self.model.bottleneck.codebook_sizes())
+        if not getattr(self.model.bottleneck, "residual", False) and count != stages:
+            raise VQTError(
+                f"--codebooks {count}: {self.run_dir} is not a residual model; its codes are whole"
+            )
+        if not 1 <= count <= stages:
+            raise VQTError(f"--codebooks {count}: {self.run_dir} has {stages} codebooks")
+        self.codebooks = count
+
+    def codebook_sizes(self) -> list[int]:
+        """The codebook sizes of the codes this tokenizer writes."""
+        sizes = self.model.bottleneck.codebook_sizes()
+        return sizes[: self.codebooks or len(sizes)]
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """The model's decode, for codes of one level too (no level axis) when the model is residual."""
+        if getattr(self.model.bottleneck, "residual", False) and codes.dim() == self.modality.rank + 1:
+            codes = codes.unsqueeze(1)
+        return self.model.decode(codes)
 
     def media_files(self, paths: list[str]) -> list[Path]:
         """Expand folders into the files this model's modality reads, sorted."""
@@ -100,11 +126,16 @@ class Tokenizer:
             codes = self.model.encode(pad_to_multiple(media.unsqueeze(0).to(self.device), ds))[0].cpu()
         if self.modality.info:
             media_meta["source"] = self.modality.info(path)
+        sizes = self.codebook_sizes()
+        if len(sizes) < len(
+            self.model.bottleneck.codebook_sizes()
+        ):  # the first stages; one has no level axis
+            codes = codes[: len(sizes)] if len(sizes) > 1 else codes[0]
         meta = CodesMeta(
             modality=self.modality.name,
             model_hash=self.model_hash,
             latent_grid=list(codes.shape[-self.modality.rank :]),
-            codebook_sizes=self.model.bottleneck.codebook_sizes(),
+            codebook_sizes=sizes,
             original_shape=grid,
             media=media_meta,
             chunking=chunking,
@@ -132,7 +163,7 @@ class Tokenizer:
         chunk = chunk or max(1, meta.chunking.get("chunk", 2048 * ds) // ds)
         time_dim = codes.dim() - self.modality.rank
         pieces = decode_stream(
-            self.model.decode,
+            self._decode,
             codes,
             time_dim,
             ds,
@@ -158,7 +189,7 @@ class Tokenizer:
             note = f"{codes_path}: holds no audio codes; writing video only"
         out.parent.mkdir(parents=True, exist_ok=True)
         if not self.modality.stream_writer:
-            media = self.model.decode(codes.unsqueeze(0).to(self.device))[0].float().cpu()
+            media = self._decode(codes.unsqueeze(0).to(self.device))[0].float().cpu()
             media = crop_to(media, meta.original_shape).clamp(*self.modality.value_range)
             self.modality.write(out, media, meta.media)
             return note
@@ -185,7 +216,12 @@ class Tokenizer:
                 f"{source}: was made by another model (model hash {meta.model_hash}, "
                 f"{self.run_dir} has {self.model_hash}); decode it with the model that made it"
             )
-        if meta.codebook_sizes != self.model.bottleneck.codebook_sizes():
+        sizes = self.model.bottleneck.codebook_sizes()
+        first_stages = (
+            getattr(self.model.bottleneck, "residual", False)
+            and meta.codebook_sizes == sizes[: len(meta.codebook_sizes)]
+        )
+        if meta.codebook_sizes != sizes and not first_stages:
             raise VQTError(f"{source}: codebook sizes {meta.codebook_sizes} do not match {self.run_dir}")
         ds = list(self.model.downsample)
         rank = self.modality.rank

@@ -20,6 +20,9 @@ class Bottleneck(torch.nn.Module):
     """Base class. `discrete` bottlenecks also implement encode (latents -> codes) and decode."""
 
     discrete: bool = False
+    # residual (multi-stage) codes: the codes of the first N stages decode on their own, so
+    # `vqt tokenize --codebooks N` can keep only those
+    residual: bool = False
 
     def encode(self, z: Tensor) -> Tensor:
         raise TypeError(f"the {type(self).__name__} bottleneck is continuous and has no codes")

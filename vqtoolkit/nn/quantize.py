@@ -6,6 +6,8 @@ Latents are channel-first, (B, D, *grid) with a grid of rank 1, 2 or 3 (speech, 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -117,6 +119,22 @@ def _straight_through(quantized: Tensor, z: Tensor) -> Tensor:
     return quantized.detach() + (z - z.detach())
 
 
+def rotate_to(z: Tensor, target: Tensor) -> Tensor:
+    """`target`'s value, with z's gradient passed through the rotation and scaling that take each vector of
+    z (channel dim 1) to its target: R = I - 2 r r^T + 2 t e^T for unit e = z / |z|, t = target / |target|,
+    r = (e + t) / |e + t|, times |target| / |z|, all held constant (the rotation trick)."""
+    with torch.no_grad():
+        e, t = F.normalize(z.float(), dim=1), F.normalize(target.float(), dim=1)
+        r = F.normalize(e + t, dim=1)
+        scale = target.float().norm(dim=1, keepdim=True) / z.float().norm(dim=1, keepdim=True).clamp(
+            min=1e-12
+        )
+    x = z.float()
+    rotated = x - 2 * r * (r * x).sum(1, keepdim=True) + 2 * t * (e * x).sum(1, keepdim=True)
+    rotated = scale * rotated
+    return (rotated + (target.float() - rotated).detach()).to(z.dtype)
+
+
 class _Quantize(torch.autograd.Function):
     """The codes' vectors e_k laid out like z, with the gradient passed straight to z, and the commitment
     loss mean((z - sg[e_k])^2); backward adds its gradient 2 (z - e_k) / numel in the same single pass."""
@@ -160,6 +178,10 @@ class VectorQuantizer(Bottleneck):
             and project the code back to D; 0 = look up in D itself.
         normalize: l2-normalise the (projected) latents and the codes, so the nearest code is the
             cosine-nearest one; with a small `code_dim` this keeps large codebooks in use.
+        gradient: how the decoder's gradient reaches the encoder through the lookup: "ste" copies it
+            (straight-through), "rotation" passes it through the rotation and rescaling that take the
+            latent to its code (the rotation trick, Fifty et al. 2024), so latents in one code's cell get
+            different gradients by where they lie.
 
     Without kmeans_init the codebook starts uniform in (-1/K, 1/K), as in the VQ-VAE reference code.
     Under torch.distributed (data parallel training), the EMA sums and counts, the k-means init and the
@@ -183,10 +205,12 @@ class VectorQuantizer(Bottleneck):
         chunk_size: int = 0,
         code_dim: int = 0,
         normalize: bool = False,
+        gradient: Literal["ste", "rotation"] = "ste",
     ) -> None:
         super().__init__()
         self.dim = dim
         self.normalize = normalize
+        self.gradient = gradient
         self.project_in = nn.Linear(dim, code_dim) if code_dim else None
         self.project_out = nn.Linear(code_dim, dim) if code_dim else None
         lookup_dim = code_dim or dim
@@ -330,6 +354,8 @@ class VectorQuantizer(Bottleneck):
 
         # from the codebook as it is before the EMA step below
         z_q, commit_loss = _Quantize.apply(z, rows, codes, self._codebook().detach())
+        if self.gradient == "rotation":
+            z_q = rotate_to(z, z_q.detach())
         if self.ema:
             vq_loss = commit_loss.detach()  # same value; the codebook learns by EMA, not by this loss
             loss = self.beta * commit_loss
@@ -376,6 +402,19 @@ class VectorQuantizer(Bottleneck):
         return usage_from_counts(self.usage_counts)
 
 
+def quantizer_dropout_mask(batch: int, stages: int, probability: float, device) -> Tensor:
+    """(B, Q) 0/1: with `probability`, an example keeps only its first n ~ U{1..Q} stages (SoundStream,
+    DAC), so that decoding the first N stages alone works at every N; otherwise it keeps all of them."""
+    kept = torch.randint(1, stages + 1, (batch,), device=device)
+    kept = torch.where(torch.rand(batch, device=device) < probability, kept, stages)
+    return (torch.arange(stages, device=device)[None] < kept[:, None]).float()
+
+
+def stage_weight(mask: Tensor, stage: int, like: Tensor) -> Tensor:
+    """Column `stage` of a (B, Q) mask, shaped to broadcast over `like` (B, ...)."""
+    return mask[:, stage].view(-1, *[1] * (like.ndim - 1))
+
+
 class ResidualVQ(Bottleneck):
     """Residual VQ: each quantizer codes what the previous ones left; the decoder sees their sum.
 
@@ -393,11 +432,17 @@ class ResidualVQ(Bottleneck):
         chunk_size: rows per distance chunk (0 = automatic).
         code_dim: factorized codes in every quantizer (see VectorQuantizer); 0 = off.
         normalize: cosine lookup in every quantizer (see VectorQuantizer).
+        gradient: "ste" or "rotation" in every quantizer (see VectorQuantizer).
+        quantizer_dropout: probability that a training example keeps only its first n ~ U{1..Q}
+            quantizers in the decoder's input, so that decoding the first N levels is good at every N
+            (variable bitrate from one model, as SoundStream and DAC); every quantizer still codes and
+            learns from every example's residual.
 
     `decode` also accepts fewer than Q code levels (a coarser reconstruction).
     """
 
     discrete = True
+    residual = True
 
     def __init__(
         self,
@@ -414,14 +459,19 @@ class ResidualVQ(Bottleneck):
         chunk_size: int = 0,
         code_dim: int = 0,
         normalize: bool = False,
+        gradient: Literal["ste", "rotation"] = "ste",
+        quantizer_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0 <= quantizer_dropout <= 1:
+            raise ValueError(f"quantizer_dropout must be within [0, 1], not {quantizer_dropout}")
         self.dim = dim
         self.factorized = code_dim > 0
+        self.quantizer_dropout = quantizer_dropout
         quantizer_args = dict(
             codebook_size=codebook_size, beta=beta, ema=ema, decay=decay, eps=eps, kmeans_init=kmeans_init,
             kmeans_iters=kmeans_iters, dead_code_steps=dead_code_steps, chunk_size=chunk_size,
-            code_dim=code_dim, normalize=normalize,
+            code_dim=code_dim, normalize=normalize, gradient=gradient,
         )  # fmt: skip
         self.layers = nn.ModuleList(VectorQuantizer(dim, **quantizer_args) for _ in range(num_quantizers))
 
@@ -434,12 +484,18 @@ class ResidualVQ(Bottleneck):
         residual = z.float()
         quantized_sum = torch.zeros_like(residual)
         losses, codes, layer_stats = [], [], []
-        for layer in self.layers:
+        mask = None
+        if self.training and self.quantizer_dropout > 0:
+            mask = quantizer_dropout_mask(z.shape[0], len(self.layers), self.quantizer_dropout, z.device)
+        for index, layer in enumerate(self.layers):
             out = layer(residual)
             quantized = out.z.detach()
             residual = residual - quantized
             # factorized layers keep their output's gradient: it trains their projections (as in DAC)
-            quantized_sum = quantized_sum + (out.z.float() if self.factorized else quantized)
+            stage = out.z.float() if self.factorized else quantized
+            quantized_sum = quantized_sum + (
+                stage if mask is None else stage * stage_weight(mask, index, stage)
+            )
             losses.append(out.loss)
             codes.append(out.codes)
             layer_stats.append(out.stats)
