@@ -77,6 +77,14 @@ def usage_from_counts(counts: Tensor) -> dict[str, float]:
     return {"used_fraction": (counts > 0).double().mean().item(), "perplexity": _perplexity(counts).item()}
 
 
+def staged_usage(per_stage: list[dict[str, float]]) -> dict[str, float]:
+    """The stages' usage statistics averaged, plus each stage's as `used_fraction/q0`, `perplexity/q0`..."""
+    stats = {key: sum(s[key] for s in per_stage) / len(per_stage) for key in per_stage[0]}
+    for index, stage_stats in enumerate(per_stage):
+        stats |= {f"{key}/q{index}": value for key, value in stage_stats.items()}
+    return stats
+
+
 def _check_latents(z: Tensor, dim: int) -> None:
     if z.ndim not in (3, 4, 5) or z.shape[1] != dim:
         raise ValueError(f"expected latents (B, {dim}, *grid) with a grid of rank 1-3, got {tuple(z.shape)}")
@@ -542,8 +550,4 @@ class ResidualVQ(Bottleneck):
 
     def usage_stats(self) -> dict[str, float]:
         """Usage averaged over quantizers, plus each quantizer's as `used_fraction/q0`, `perplexity/q0`..."""
-        per_layer = [layer.usage_stats() for layer in self.layers]
-        stats = {key: sum(s[key] for s in per_layer) / len(per_layer) for key in per_layer[0]}
-        for index, layer_stats in enumerate(per_layer):
-            stats |= {f"{key}/q{index}": value for key, value in layer_stats.items()}
-        return stats
+        return staged_usage([layer.usage_stats() for layer in self.layers])

@@ -21,6 +21,7 @@ from vqtoolkit.nn.quantize import (
     _perplexity,
     quantizer_dropout_mask,
     stage_weight,
+    staged_usage,
     usage_from_counts,
 )
 
@@ -216,11 +217,7 @@ class ResidualFSQ(Bottleneck):
             stage.reset_usage()
 
     def usage_stats(self) -> dict[str, float]:
-        per_stage = [stage.usage_stats() for stage in self.stages]
-        stats = {key: sum(s[key] for s in per_stage) / len(per_stage) for key in per_stage[0]}
-        for index, stage_stats in enumerate(per_stage):
-            stats |= {f"{key}/q{index}": value for key, value in stage_stats.items()}
-        return stats
+        return staged_usage([stage.usage_stats() for stage in self.stages])
 
 
 def binary_entropy(p: Tensor) -> Tensor:
