@@ -237,13 +237,16 @@ def test_codebook_collapse_is_warned_about_in_the_log_and_on_stderr(tmp_path, on
         "bottleneck.codebook_size=64",
         "bottleneck.kmeans_init=false",
         "bottleneck.dead_code_steps=0",
+        "bottleneck.dead_code_threshold=0",
     ]
     overrides += ["train.max_steps=30", "train.log_every=5", f"train.out_dir={tmp_path}"]
     result = vqt("train", ROOT / "recipes" / "image_vqvae.yaml", *TINY, *overrides)
     assert result.returncode == 0, result.stderr
     warned = [record for record in records(tmp_path) if "warning" in record]
-    assert [record["step"] for record in warned] == [5, 10, 15, 20, 25, 30]  # after the first 10% of 30 steps
+    # once low usage has lasted 10 steps in a row (and the first 10% of the 30 steps are past)
+    assert [record["step"] for record in warned] == [10, 15, 20, 25, 30]
     usage = warned[0]["usage"]
-    assert usage < 0.05 and warned[0]["warning"] == f"codebook collapse: {usage:.1%} of codes used at step 5"
+    expected = f"codebook collapse: {usage:.1%} of codes used at step 10, under 5% for the last 10 steps"
+    assert usage < 0.05 and warned[0]["warning"] == expected
     assert result.stderr.count("warning: codebook collapse") == 1  # said once, not at every log step
     assert "usage=0.02!" in result.stderr

@@ -131,3 +131,27 @@ def test_python_api_fits_a_prior(tiny_image_run, tmp_path):
     run = fit(ROOT / "recipes" / "image_prior.yaml", overrides)
     final = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
     assert final["split"] == "eval" and 0 < final["bits_per_code"] < 5.1
+
+
+def test_a_prior_over_a_collapsed_tokenizer_warns(tmp_path):
+    from conftest import TINY_IMAGE
+
+    collapsed = tmp_path / "collapsed"
+    no_restarts = [
+        "bottleneck.codebook_size=64",
+        "bottleneck.kmeans_init=false",
+        "bottleneck.dead_code_threshold=0",
+    ]
+    trained = vqt(
+        "train", ROOT / "recipes/image_vqvae.yaml", *TINY_IMAGE, *no_restarts, f"train.out_dir={collapsed}"
+    )
+    assert trained.returncode == 0 and json.loads(trained.stdout)["codebook_used_fraction"] < 0.5
+    overrides = [
+        f"tokenizer={collapsed}",
+        f"train.out_dir={tmp_path / 'prior'}",
+        *TINY_PRIOR,
+        "train.max_steps=2",
+    ]
+    result = vqt("train", ROOT / "recipes/image_prior.yaml", *overrides)
+    assert result.returncode == 0, result.stderr
+    assert f"warning: tokenizer: {collapsed} uses " in result.stderr and "of its 64 codes" in result.stderr

@@ -93,6 +93,8 @@ def test_eval_repeats_the_final_metrics_and_takes_other_data(vqvae_run, tmp_path
     assert evaluated.keys() == trained.keys() - {"run_dir", "step", "skipped_steps", "train_seconds"}
     assert evaluated["examples"] == trained["examples"] == 8 * 16
     assert evaluated["psnr"] == pytest.approx(trained["psnr"], rel=1e-6)
+    usage = f"codebook usage on the held-out data: {evaluated['codebook_used_fraction']:.1%} of 32 codes used"
+    assert usage in result.stderr
 
     images = read_idx(SAMPLE_DIR / "t10k-images-idx3-ubyte.gz")[:20, None].float() / 255
     for index, image in enumerate(images):

@@ -174,6 +174,7 @@ def train(recipe, overrides, resume_dir, nproc):
         distributed.shutdown()
     if main_rank:
         click.echo(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.step, **results}, indent=2))
+        echo_usage(results, trainer.model)
 
 
 @cli.command("eval")
@@ -214,6 +215,17 @@ def eval_command(run_dir, data_path, batches):
     loader = eval_loader(dataset, recipe.train.batch_size)
     results = evaluate(model, loader, metrics, device, modality.value_range, batches)
     click.echo(json.dumps(results, indent=2))
+    echo_usage(results, model)
+
+
+def echo_usage(results: dict, model) -> None:
+    """The held-out code usage of an autoencoder's results, in words, on stderr."""
+    from vqtoolkit.train.evaluate import usage_summary
+
+    bottleneck = getattr(model, "bottleneck", None)  # a prior has none
+    line = usage_summary(results, bottleneck.codebook_sizes()) if bottleneck is not None else ""
+    if line:
+        click.echo(line, err=True)
 
 
 def audio_model_option(help: str):

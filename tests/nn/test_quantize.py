@@ -226,6 +226,23 @@ def test_dead_codes_are_reseeded_from_the_batch(ema):
     assert torch.equal(vq.steps_unused, torch.zeros(8, dtype=torch.long))
 
 
+def test_codes_below_a_share_of_the_usage_are_reseeded_from_recent_latents():
+    torch.manual_seed(0)
+    codebook = torch.cat([torch.zeros(1, 3), torch.full((1, 3), 2.0), torch.full((6, 3), 100.0)])
+    vq = quantizer_with_codebook(codebook, dead_code_threshold=0.6, usage_decay=0.5, restart_pool=4)
+    z = latents_for_codes(vq, torch.tensor([[0, 1, 0, 1, 0, 1]]), noise=0.1)
+    out = vq.train()(z)
+    # shares start uniform (1/8); codes 0 and 1 took half the rows each: 0.5 * 1/8 + 0.5 * 1/2 = 0.3125;
+    # the other six 0.5 * 1/8 = 0.0625, under 0.6 / 8 = 0.075: dead, re-seeded and back to 1/8
+    assert out.stats["restarts"].item() == 6
+    assert torch.allclose(vq.usage_share, torch.tensor([0.3125] * 2 + [0.125] * 6))
+    pool = vq.pool.clone()
+    assert vq.pool_filled.item() == 1  # a quarter of the 4-row pool renewed from this batch
+    assert (pool[0] == flatten(z)).all(dim=1).any()  # one of the batch's latents
+    for code in range(2, 8):  # from the pool: the one row it holds
+        assert torch.equal(vq.codebook[code], pool[0]), code
+
+
 def test_usage_counts_accumulate_across_calls():
     vq = quantizer_with_codebook(10 * torch.eye(8)).eval()
     first_half = latents_for_codes(vq, torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]]))

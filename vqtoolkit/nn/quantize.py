@@ -181,6 +181,11 @@ class VectorQuantizer(Bottleneck):
         kmeans_init: set the codebook by k-means on the first training batch.
         kmeans_iters: Lloyd iterations for the k-means init.
         dead_code_steps: re-seed codes unused for this many consecutive training steps (0 = off).
+        dead_code_threshold: re-seed, every step, the codes whose usage (their share of the rows, averaged
+            by an EMA of decay `usage_decay`) is below this fraction of a uniform share 1 / K (0 = off).
+        usage_decay: the decay of that usage average (0.9: about the last 10 steps).
+        restart_pool: recent latents kept to re-seed dead codes from (0 = twice the codebook): a quarter
+            of it is renewed from each training batch, so a small batch still gives varied new codes.
         chunk_size: rows per distance chunk (0 = automatic: rows * K below 2**22 floats, 2**26 on CUDA).
         code_dim: factorized codes (ViT-VQGAN, DAC): look up in a learnt projection to this many channels
             and project the code back to D; 0 = look up in D itself.
@@ -214,6 +219,9 @@ class VectorQuantizer(Bottleneck):
         code_dim: int = 0,
         normalize: bool = False,
         gradient: Literal["ste", "rotation"] = "ste",
+        dead_code_threshold: float = 0.0,
+        usage_decay: float = 0.9,
+        restart_pool: int = 0,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -230,6 +238,7 @@ class VectorQuantizer(Bottleneck):
         self.kmeans_init = kmeans_init
         self.kmeans_iters = kmeans_iters
         self.dead_code_steps = dead_code_steps
+        self.dead_code_threshold, self.usage_decay = dead_code_threshold, usage_decay
         self.chunk_size = chunk_size
 
         codebook = torch.empty(codebook_size, lookup_dim).uniform_(-1 / codebook_size, 1 / codebook_size)
@@ -244,6 +253,13 @@ class VectorQuantizer(Bottleneck):
         self.register_buffer("ema_sum", codebook.clone())
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("steps_unused", torch.zeros(codebook_size, dtype=torch.long))
+        if dead_code_threshold > 0:
+            # each code's EMA share of the rows, starting uniform
+            self.register_buffer("usage_share", torch.full((codebook_size,), 1.0 / codebook_size))
+        if dead_code_threshold > 0 or dead_code_steps > 0:
+            pool = restart_pool or 2 * codebook_size
+            self.register_buffer("pool", torch.zeros(pool, lookup_dim))
+            self.register_buffer("pool_filled", torch.zeros((), dtype=torch.long))  # rows written so far
         usage_counts = torch.zeros(codebook_size, dtype=torch.float64)
         self.register_buffer("usage_counts", usage_counts, persistent=False)
 
@@ -310,16 +326,35 @@ class VectorQuantizer(Bottleneck):
         self.codebook.copy_(F.normalize(codebook, dim=1) if self.normalize else codebook)
 
     @torch.no_grad()
-    def _restart_dead_codes(self, rows: Tensor, counts: Tensor) -> Tensor:
-        """Re-seed codes unused for `dead_code_steps` steps (`counts` are global) from random rows of the
-        (combined) batch."""
-        self.steps_unused.add_(1).mul_(counts == 0)
-        dead = self.steps_unused >= self.dead_code_steps
-        # Drawing a candidate for every code and selecting with `where` avoids a host sync on dead.any().
+    def _renew_pool(self, rows: Tensor) -> None:
+        """Write a quarter of the pool's rows with random latents of the (combined) batch, oldest first."""
         first, num_rows = _row_span(rows.shape[0], rows.device)
-        candidates = _pick_rows(
-            rows, torch.randint(num_rows, (self.codebook_size,), device=rows.device), first
-        )
+        size = self.pool.shape[0]
+        count = min(num_rows, max(1, size // 4))
+        fresh = _pick_rows(rows, torch.randint(num_rows, (count,), device=rows.device), first)
+        positions = (self.pool_filled + torch.arange(count, device=rows.device)) % size
+        self.pool[positions] = fresh
+        self.pool_filled.add_(count)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, rows: Tensor, counts: Tensor) -> Tensor:
+        """Re-seed the dead codes (see `dead_code_steps`, `dead_code_threshold`; `counts` are global) from
+        random recent latents."""
+        self.steps_unused.add_(1).mul_(counts == 0)
+        dead = torch.zeros_like(counts, dtype=torch.bool)
+        if self.dead_code_steps > 0:
+            dead |= self.steps_unused >= self.dead_code_steps
+        if self.dead_code_threshold > 0:
+            share = counts / counts.sum().clamp(min=1)
+            self.usage_share.mul_(self.usage_decay).add_(share, alpha=1 - self.usage_decay)
+            dead |= self.usage_share < self.dead_code_threshold / self.codebook_size
+            # a re-seeded code starts afresh
+            self.usage_share.masked_fill_(dead, 1.0 / self.codebook_size)
+        self._renew_pool(rows)
+        # Drawing a candidate for every code and selecting with `where` avoids a host sync on dead.any().
+        filled = self.pool_filled.clamp(max=self.pool.shape[0])
+        picks = (torch.rand(self.codebook_size, device=rows.device) * filled).long()
+        candidates = self.pool[picks]
         dead_rows = dead[:, None]
         self.codebook.data.copy_(torch.where(dead_rows, candidates, self.codebook))
         self.ema_sum.copy_(torch.where(dead_rows, candidates, self.ema_sum))
@@ -377,14 +412,15 @@ class VectorQuantizer(Bottleneck):
             "perplexity": _perplexity(counts),
             "usage": (counts > 0).float().mean(),
         }
-        if self.training and (self.ema or self.dead_code_steps > 0):
+        restarting = self.dead_code_steps > 0 or self.dead_code_threshold > 0
+        if self.training and (self.ema or restarting):
             if ema_step:
                 sums = _all_reduce_sum(sums)
                 global_counts = sums[:, -1]
                 self._ema_update(sums[:, :-1], global_counts)
             else:
                 global_counts = _all_reduce_sum(counts.clone())
-            if self.dead_code_steps > 0:
+            if restarting:
                 stats["restarts"] = self._restart_dead_codes(rows, global_counts)
         codes = codes.view(z.shape[0], *z.shape[2:])
         return BottleneckOutput(z=self._latent_space(z_q), loss=loss, codes=codes, stats=stats)
@@ -441,6 +477,8 @@ class ResidualVQ(Bottleneck):
         code_dim: factorized codes in every quantizer (see VectorQuantizer); 0 = off.
         normalize: cosine lookup in every quantizer (see VectorQuantizer).
         gradient: "ste" or "rotation" in every quantizer (see VectorQuantizer).
+        dead_code_threshold, usage_decay, restart_pool: dead-code restarts by usage in every quantizer
+            (see VectorQuantizer).
         quantizer_dropout: probability that a training example keeps only its first n ~ U{1..Q}
             quantizers in the decoder's input, so that decoding the first N levels is good at every N
             (variable bitrate from one model, as SoundStream and DAC); every quantizer still codes and
@@ -469,6 +507,9 @@ class ResidualVQ(Bottleneck):
         normalize: bool = False,
         gradient: Literal["ste", "rotation"] = "ste",
         quantizer_dropout: float = 0.0,
+        dead_code_threshold: float = 0.0,
+        usage_decay: float = 0.9,
+        restart_pool: int = 0,
     ) -> None:
         super().__init__()
         if not 0 <= quantizer_dropout <= 1:
@@ -480,6 +521,7 @@ class ResidualVQ(Bottleneck):
             codebook_size=codebook_size, beta=beta, ema=ema, decay=decay, eps=eps, kmeans_init=kmeans_init,
             kmeans_iters=kmeans_iters, dead_code_steps=dead_code_steps, chunk_size=chunk_size,
             code_dim=code_dim, normalize=normalize, gradient=gradient,
+            dead_code_threshold=dead_code_threshold, usage_decay=usage_decay, restart_pool=restart_pool,
         )  # fmt: skip
         self.layers = nn.ModuleList(VectorQuantizer(dim, **quantizer_args) for _ in range(num_quantizers))
 

@@ -51,3 +51,15 @@ def evaluate(
         results.update({f"codebook_{k}": v for k, v in bottleneck.usage_stats().items()})
     results["examples"] = count
     return results
+
+
+def usage_summary(results: dict, codebook_sizes: list[int]) -> str:
+    """One line on the held-out code usage in `results` ("" for a continuous bottleneck)."""
+    if "codebook_used_fraction" not in results or not codebook_sizes:
+        return ""
+    sizes = codebook_sizes[0] if len(set(codebook_sizes)) == 1 else codebook_sizes
+    stages = f" in each of {len(codebook_sizes)} codebooks" if len(codebook_sizes) > 1 else ""
+    return (
+        f"codebook usage on the held-out data: {results['codebook_used_fraction']:.1%} of {sizes} codes"
+        f"{stages} used, perplexity {results['codebook_perplexity']:.1f}"
+    )

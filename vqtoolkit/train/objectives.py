@@ -26,6 +26,7 @@ class AutoencoderObjective:
 
     def __init__(self, recipe: Recipe, device: torch.device, ranks, model: Autoencoder | None = None):
         self.recipe = recipe
+        self.low_usage_steps = 0  # training steps in a row whose batch used too few codes
         self.modality = registry("modalities").get(recipe.data.modality, "data.modality")
         self.metrics = {name: registry("metrics").get(name) for name in self.modality.metrics}
         self.train_set = make_dataset(recipe, self.modality, "train")
@@ -89,11 +90,18 @@ class AutoencoderObjective:
         return postfix
 
     def collapse_warning(self, stats: dict, step: int) -> str:
-        """A warning when the step's batch used too few codes, once the first 10% of training is past."""
+        """A warning when the batches have used too few codes for a while (5% of the run, at least 10
+        steps in a row), once the first 10% of training is past: lasting collapse, not the warm-up."""
         cfg = self.recipe.train
-        if "usage" not in stats or step <= cfg.max_steps / 10 or stats["usage"] >= cfg.collapse_warning:
+        low = "usage" in stats and float(stats["usage"]) < cfg.collapse_warning
+        self.low_usage_steps = self.low_usage_steps + 1 if low else 0
+        lasting = self.low_usage_steps >= max(10, cfg.max_steps // 20)
+        if not lasting or step <= cfg.max_steps / 10:
             return ""
-        return f"codebook collapse: {stats['usage']:.1%} of codes used at step {step}"
+        return (
+            f"codebook collapse: {stats['usage']:.1%} of codes used at step {step}, under "
+            f"{cfg.collapse_warning:.0%} for the last {self.low_usage_steps} steps"
+        )
 
     # --- pictures and held-out metrics (rank 0) ----------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -74,6 +75,13 @@ class PriorObjective:
             extract_codes(self.tokenizer, self.vq_recipe, split, run_dir / f"codes_{split}.safetensors")
             for split in ("train", "test")
         )
+        used = self.train_set.unique().numel() / sizes[0]
+        if used < 0.5 and ranks.main:
+            print(
+                f"warning: tokenizer: {recipe.tokenizer} uses {used:.0%} of its {sizes[0]} codes on the "
+                "training data; a prior over so few codes reports flattering bits per code",
+                file=sys.stderr,
+            )
         component = recipe.prior or Component()
         rank = self.tokenizer.modality.rank
         self.model = instantiate("priors", component, "prior", "pixelcnn", sizes[0], rank).to(device)
