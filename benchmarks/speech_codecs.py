@@ -40,7 +40,7 @@ from vqt_speech.losses import log_mel_distance, si_snr
 
 from vqtoolkit.codes import read_codes
 from vqtoolkit.tokenizer import Tokenizer
-from vqtoolkit.train.checkpoint import file_hash, load_tensors, read_metadata
+from vqtoolkit.train.checkpoint import file_hash, load_weights, read_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS_TEST = ROOT / "data" / "speech" / "test"
@@ -253,7 +253,7 @@ def learning_curve(run_dir: Path, clips: list[Path]) -> list[dict]:
     base = Tokenizer.load(run_dir, "cpu")
     points = []
     for snapshot in sorted((run_dir / "snapshots").glob("model_*.safetensors")):
-        base.model.load_state_dict(load_tensors(snapshot))
+        load_weights(base.model, snapshot, run_dir / "config.yaml")
         base.model_hash = file_hash(snapshot)
         scores, rates = [], []
         with tempfile.TemporaryDirectory() as folder:

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 from conftest import run_vqt
 from vqt_image.dataset import SAMPLE_DIR
 from vqt_image.io import read_idx, write_image
@@ -111,3 +112,25 @@ def test_resume_from_a_folder_that_is_not_a_run_fails_in_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {tmp_path}: not a vqt run directory (no config.yaml)"
     assert result.stdout == ""
+
+
+def test_weights_without_the_restart_state_load_and_other_gaps_are_one_line(vqvae_run, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from vqtoolkit.errors import VQTError
+    from vqtoolkit.train.checkpoint import load_model
+
+    run_dir, _ = vqvae_run
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    weights = load_file(older / "model.safetensors")
+    restart_state = {"bottleneck.pool", "bottleneck.pool_filled", "bottleneck.usage_share"}
+    assert restart_state <= weights.keys()
+    save_file({k: v for k, v in weights.items() if k not in restart_state}, older / "model.safetensors")
+    model, _ = load_model(older)  # a model saved before the restart state existed
+    assert torch.equal(model.bottleneck.codebook, weights["bottleneck.codebook"])
+    save_file({k: v for k, v in weights.items() if k != "bottleneck.codebook"}, older / "model.safetensors")
+    with pytest.raises(VQTError, match=r"weights do not match .*missing \['bottleneck.codebook'\]"):
+        load_model(older)

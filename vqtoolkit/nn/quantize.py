@@ -203,6 +203,7 @@ class VectorQuantizer(Bottleneck):
     """
 
     discrete = True
+    optional_state = ("usage_share", "pool", "pool_filled")  # dead-code restarts' own; see load_model
 
     def __init__(
         self,

@@ -247,6 +247,16 @@ def truncate_metrics(path: Path, step: int) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
 
 
+def optional_state(model: torch.nn.Module) -> set[str]:
+    """Buffers that only steer training (modules list them in `optional_state`): weights saved without
+    them, by a model made before they existed, load with them as freshly built."""
+    return {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, module in model.named_modules()
+        for name in getattr(module, "optional_state", ())
+    }
+
+
 def load_model(run_dir: str | Path, device: str = "cpu"):
     """(model, recipe) from a run directory, weights through safetensors only."""
     from vqtoolkit.config import load_recipe
@@ -257,11 +267,15 @@ def load_model(run_dir: str | Path, device: str = "cpu"):
         raise VQTError(f"{run_dir}: not a vqt run directory (needs {CONFIG_FILE} and {MODEL_FILE})")
     recipe = load_recipe(run_dir / CONFIG_FILE)
     model = build_model(recipe)
-    weights = load_tensors(run_dir / MODEL_FILE)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    load_weights(model, run_dir / MODEL_FILE, run_dir / CONFIG_FILE)
+    return model.to(device).eval(), recipe
+
+
+def load_weights(model: torch.nn.Module, path: Path, config: Path) -> None:
+    """Load a weights file into a model built from `config`; a mismatch is one line."""
+    missing, unexpected = model.load_state_dict(load_tensors(path), strict=False)
+    missing = [name for name in missing if name not in optional_state(model)]
     if missing or unexpected:
         raise VQTError(
-            f"{run_dir / MODEL_FILE}: weights do not match {run_dir / CONFIG_FILE} "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"{path}: weights do not match {config} (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
-    return model.to(device).eval(), recipe
