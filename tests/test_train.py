@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import run_vqt
+from conftest import ROOT, run_vqt
 from vqt_image.dataset import SAMPLE_DIR
 from vqt_image.io import read_idx, write_image
 
 TINY = ["model.encoder.hidden=16", "model.decoder.hidden=16", "train.batch_size=16", "train.log_every=1"]
 TINY += ["train.device=cpu"]
 TINY_VQ = [*TINY, "bottleneck.codebook_size=32"]
+TRAINING_ONLY_KEYS = {"run_dir", "step", "skipped_steps", "train_seconds", "threads"}  # not in `vqt eval`
 METRIC_KEYS = {"recon_loss", "psnr", "ssim", "codebook_used_fraction", "codebook_perplexity", "examples"}
 
 
@@ -91,7 +94,7 @@ def test_eval_repeats_the_final_metrics_and_takes_other_data(vqvae_run, tmp_path
     result = run_vqt("eval", str(run_dir), "--batches", "8")
     assert result.returncode == 0, result.stderr
     evaluated = json.loads(result.stdout)
-    assert evaluated.keys() == trained.keys() - {"run_dir", "step", "skipped_steps", "train_seconds"}
+    assert evaluated.keys() == trained.keys() - TRAINING_ONLY_KEYS
     assert evaluated["examples"] == trained["examples"] == 8 * 16
     assert evaluated["psnr"] == pytest.approx(trained["psnr"], rel=1e-6)
     usage = f"codebook usage on the held-out data: {evaluated['codebook_used_fraction']:.1%} of 32 codes used"
@@ -103,7 +106,7 @@ def test_eval_repeats_the_final_metrics_and_takes_other_data(vqvae_run, tmp_path
     result = run_vqt("eval", str(run_dir), "--data", str(tmp_path))
     assert result.returncode == 0, result.stderr
     evaluated = json.loads(result.stdout)
-    assert evaluated.keys() == trained.keys() - {"run_dir", "step", "skipped_steps", "train_seconds"}
+    assert evaluated.keys() == trained.keys() - TRAINING_ONLY_KEYS
     assert evaluated["examples"] == 2 and math.isfinite(evaluated["psnr"])
 
 
@@ -134,3 +137,27 @@ def test_weights_without_the_restart_state_load_and_other_gaps_are_one_line(vqva
     save_file({k: v for k, v in weights.items() if k != "bottleneck.codebook"}, older / "model.safetensors")
     with pytest.raises(VQTError, match=r"weights do not match .*missing \['bottleneck.codebook'\]"):
         load_model(older)
+
+
+def test_threads_come_from_the_flag_the_recipe_the_environment_or_the_free_cores(tmp_path):
+    import os
+
+    quick = [*TINY_VQ, "train.max_steps=2", "train.eval_batches=1", "train.picture_every=0"]
+    plain = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "VQT_THREADS")}
+
+    def threads(*args, env=None, recipe=()):
+        result = subprocess.run(
+            [sys.executable, "-m", "vqtoolkit", *args, "train", "recipes/image_vqvae.yaml", *quick, *recipe,
+             f"train.out_dir={tmp_path / 'run'}"],
+            capture_output=True, text=True, env={**plain, **(env or {})}, cwd=ROOT,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["threads"]
+
+    assert threads("--threads", "1", env={"OMP_NUM_THREADS": "2"}, recipe=["train.threads=2"]) == 1
+    assert threads(env={"OMP_NUM_THREADS": "2"}, recipe=["train.threads=1"]) == 1
+    assert threads(env={"OMP_NUM_THREADS": "1"}) == 1
+    cores = len(os.sched_getaffinity(0))
+    assert 1 <= threads() <= cores  # the cores the load average leaves free
+    bad = run_vqt("--threads", "0", "plugins")
+    assert bad.returncode == 2 and "--threads" in bad.stderr

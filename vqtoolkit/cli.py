@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -31,9 +32,17 @@ def _os_error(exc: OSError) -> str:
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="CPU threads for torch. Default: train.threads, else OMP_NUM_THREADS, else the cores the load "
+    "average leaves free (on a busy machine fewer threads are faster).",
+)
 @click.version_option(package_name="vqtoolkit", prog_name="vqt")
 @click.pass_context
-def cli(ctx, debug):
+def cli(ctx, debug, threads):
     """vqtoolkit: VQ-VAE tokenizers for speech, images and video.
 
     \b
@@ -43,6 +52,12 @@ def cli(ctx, debug):
       vqt plugins --all
     """
     ctx.ensure_object(dict)["debug"] = debug
+    from vqtoolkit.threads import ENV, apply_threads
+
+    if threads:
+        os.environ[ENV] = str(threads)  # for worker processes too
+    if threads or ctx.obj.get("choose_threads"):  # the `vqt` command; a caller in Python keeps its own
+        apply_threads()
 
 
 @cli.command()
@@ -375,7 +390,7 @@ def main():
     # no commands, and loading them would cost torch's import each time.
     load_plugins(builtins="_VQT_COMPLETE" not in os.environ)
     pm.hook.register_commands(cli=cli)
-    cli(prog_name="vqt")
+    cli(prog_name="vqt", obj={"choose_threads": True})
 
 
 from vqtoolkit import cli_tools  # noqa: E402,F401  (registers report, info, export, completion)

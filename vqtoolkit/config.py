@@ -72,6 +72,7 @@ class TrainConfig:
     out_dir: str = "runs/run"  # the run directory: config, weights, metrics, pictures, checkpoint
     seed: int = 0  # seeds the model initialisation and the data order
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast applies on CUDA only
+    threads: int = 0  # CPU threads for torch; 0 = OMP_NUM_THREADS, else the free cores (`vqt --threads`)
     compile: bool = False  # torch.compile the model
     channels_last: bool = False  # channels-last memory format for images and video (faster on GPUs)
     log_every: int = 10  # steps between records in metrics.jsonl

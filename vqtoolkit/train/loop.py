@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -16,6 +17,7 @@ from vqtoolkit.config import Recipe, dump_recipe
 from vqtoolkit.errors import VQTError
 from vqtoolkit.model import Autoencoder
 from vqtoolkit.progress import progress
+from vqtoolkit.threads import ENV as THREADS_ENV
 from vqtoolkit.train import distributed
 from vqtoolkit.train.adversary import clip_norm, scheduled_lr
 from vqtoolkit.train.checkpoint import (
@@ -79,6 +81,8 @@ class Trainer:
                 f"train.batch_size: {cfg.batch_size} does not split evenly over {self.ranks.world_size} "
                 "processes (it is the global batch, shared out among them)"
             )
+        if cfg.threads and not os.environ.get(THREADS_ENV):  # `vqt --threads` comes first
+            torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)  # the same on every rank: the same initial weights and random draws
         if recipe.tokenizer:
             from vqtoolkit.train.prior import PriorObjective
@@ -296,6 +300,7 @@ class Trainer:
             )
         results = {**self.evaluate(), "skipped_steps": self.skipped_steps}
         results["train_seconds"] = self.train_seconds()
+        results["threads"] = torch.get_num_threads()
         distributed.barrier()  # the ranks leave together: one tearing down gloo early can abort another
         return results
 
