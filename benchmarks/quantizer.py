@@ -13,9 +13,16 @@ backward pass of mean(z_q^2) + the quantizer's loss. Ours, the peer's and the fl
 after a warm-up; medians of the repeats. The first step of each must give identical codes (same codebook,
 same inputs, before any EMA update); the codebooks after that step are compared too.
 
-The floor is what any exact quantizer must at least do: one matrix product of the N x D latents by the
-D x K codebook plus the argmin (torch.addmm with ||e||^2 as the bias, unchunked, then argmin). The
-product alone (`gemm`) is printed beside it.
+The floor is the fastest exact nearest-code search we can write: the N x D latents times the D x K
+codebook with ||e||^2 as the bias (torch.addmm), chunk by chunk of rows into one reused block, and each
+chunk's row minimum (torch.min with indices), so no N x K matrix is ever held. It is timed at three
+chunk sizes (blocks of 2^20, 2^22 and 2^24 floats) and the fastest counts. A whole training step cannot
+be faster than it; a step that seems to be means the floor is wrong. The unchunked product alone
+(`gemm`) is printed beside it.
+
+FSQ and LFQ: one training step (forward and backward of mean(z_q^2) + the quantizer's loss) of ours
+against the peer's FSQ (levels 8, 5, 5, 5) and LFQ (10 bits, entropy weight 0.1), both projecting the
+D = 64 latents to their channels and back.
 
 Peak memory: each side runs one step in a fresh process, capped at --memory-cap-gb of address space so
 that the peer's N x K matrices cannot exhaust the machine; the figure is the peak resident memory during
@@ -112,9 +119,26 @@ def speed(codebook_size: int, batch: int, warmup: int, repeats: int, device: str
     rows = rearrange(latents, "b d h w -> (b h w) d").contiguous()
     squared_norms = codebook.pow(2).sum(1)
 
-    @torch.no_grad()
-    def floor() -> torch.Tensor:
-        return torch.addmm(squared_norms, rows, codebook.t(), alpha=-2).argmin(dim=1)
+    def chunked_search(block_floats: int):
+        chunk = max(1, min(rows.shape[0], block_floats // codebook_size))
+        block = rows.new_empty(chunk, codebook_size)
+        minimum = rows.new_empty(chunk)
+        codebook_t = codebook.t().contiguous()
+
+        @torch.no_grad()
+        def search() -> torch.Tensor:
+            codes = torch.empty(rows.shape[0], dtype=torch.long, device=rows.device)
+            for start in range(0, rows.shape[0], chunk):
+                end = min(start + chunk, rows.shape[0])
+                distances = torch.addmm(
+                    squared_norms, rows[start:end], codebook_t, alpha=-2, out=block[: end - start]
+                )
+                torch.min(distances, dim=1, out=(minimum[: end - start], codes[start:end]))
+            return codes
+
+        return search
+
+    floors = {f"floor_{exponent}": chunked_search(2**exponent) for exponent in (20, 22, 24)}
 
     @torch.no_grad()
     def gemm() -> torch.Tensor:
@@ -124,9 +148,9 @@ def speed(codebook_size: int, batch: int, warmup: int, repeats: int, device: str
     def search() -> torch.Tensor:  # our own nearest-code search alone, to see what the rest of a step costs
         return pair["ours"]._nearest(_latent_rows(latents), pair["ours"].codebook)
 
-    floor_codes = floor()
+    floor_codes = floors["floor_22"]()
     runs = {side: (lambda side=side, vq=vq: step(side, vq, latents)) for side, vq in pair.items()}
-    runs |= {"floor": floor, "gemm": gemm, "search": search}
+    runs |= {**floors, "gemm": gemm, "search": search}
     for _ in range(warmup):
         for run in runs.values():
             run()
@@ -135,6 +159,7 @@ def speed(codebook_size: int, batch: int, warmup: int, repeats: int, device: str
         for name, run in runs.items():
             times[name].append(timed(run, device))
     ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
+    ms["floor"] = min(ms[name] for name in floors)
     return {
         "codebook_size": codebook_size,
         "rows": latents.numel() // DIM,
@@ -148,6 +173,51 @@ def speed(codebook_size: int, batch: int, warmup: int, repeats: int, device: str
         "codebook_max_diff_after_ema": (after["ours"] - after["peer"]).abs().max().item(),
         "times_ms": {name: [1000 * t for t in values] for name, values in times.items()},
     }
+
+
+def scalar_speed(batch: int, warmup: int, repeats: int, device: str) -> list[dict]:
+    """One training step of our FSQ and LFQ against the peer's, interleaved; medians in ms."""
+    from vector_quantize_pytorch import FSQ as PeerFSQ
+    from vector_quantize_pytorch import LFQ as PeerLFQ
+
+    from vqtoolkit.nn.scalar import FSQ, LFQ
+
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(batch, DIM, *GRID, generator=generator).to(device)
+    made = {
+        "fsq": (FSQ(DIM, [8, 5, 5, 5]), PeerFSQ(levels=[8, 5, 5, 5], dim=DIM, channel_first=True)),
+        "lfq": (LFQ(DIM, bits=10), PeerLFQ(dim=DIM, codebook_size=1024, entropy_loss_weight=0.1)),
+    }
+
+    def ours_step(quantizer) -> None:
+        z = latents.detach().requires_grad_()
+        out = quantizer(z)
+        (out.z.pow(2).mean() + out.loss).backward()
+
+    def peer_step(quantizer, method: str) -> None:
+        z = latents.detach().requires_grad_()
+        if method == "fsq":
+            z_q, loss = quantizer(z)[0], 0.0
+        else:  # the peer's LFQ takes channel-last vectors
+            rows = rearrange(z, "b d h w -> b (h w) d")
+            z_q, _, loss = quantizer(rows)
+        (z_q.pow(2).mean() + loss).backward()
+
+    results = []
+    for method, (ours, peer) in made.items():
+        ours, peer = ours.to(device).train(), peer.to(device).train()
+        runs = {"ours": lambda q=ours: ours_step(q), "peer": lambda q=peer, m=method: peer_step(q, m)}
+        for _ in range(warmup):
+            for run in runs.values():
+                run()
+        times = {name: [] for name in runs}
+        for _ in range(repeats):
+            for name, run in runs.items():
+                times[name].append(timed(run, device))
+        ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
+        results.append({"method": method, "ours_ms": ms["ours"], "peer_ms": ms["peer"],
+                        "speedup_vs_peer": ms["peer"] / ms["ours"]})  # fmt: skip
+    return results
 
 
 def profile(codebook_size: int, batch: int, device: str) -> None:
@@ -270,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         print(f"K={size}: timing ours, {PEER} and the floor ({repeats} repeats)", file=sys.stderr, flush=True)
         results.append(speed(size, args.batch, warmup, repeats, device))
+    print(f"FSQ and LFQ steps: ours and {PEER} ({repeats} repeats)", file=sys.stderr, flush=True)
+    scalar = scalar_speed(args.batch, warmup, repeats, device)
     memory_batch = args.memory_batch or (2 if args.quick else 4)
     print(f"K={args.memory_size}: peak memory, one process per side", file=sys.stderr, flush=True)
     full_batch = None if args.quick else args.batch
@@ -285,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['floor_ms']:>9.1f} "
             f"{r['gemm_ms']:>9.1f} {r['speedup_vs_peer']:>7.2f}x {r['ratio_to_floor']:>6.2f}x "
             f"{str(r['codes_identical']):>16}"
+        )
+    for r in scalar:
+        print(
+            f"{r['method']}: ours {r['ours_ms']:.1f} ms, peer {r['peer_ms']:.1f} ms, "
+            f"{r['speedup_vs_peer']:.2f}x"
         )
     peer_mb = f"{mem['peer_peak_mb']:.0f} MB" if mem["peer_peak_mb"] else f"failed ({mem.get('peer_error')})"
     print(
@@ -308,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         f"within_{targets[1]:g}x_of_floor": to_floor <= targets[1],
         "codes_identical": identical,
         "peak_memory_at_most_half_the_peer": mem_ratio is not None and mem_ratio <= 0.5,
+        "fsq_and_lfq_at_least_the_peers_speed": all(r["speedup_vs_peer"] >= 1 for r in scalar),
     }
     print("goals: " + ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in goals.items()))
     threads = torch.get_num_threads()
@@ -316,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"quantizer fwd+bwd+EMA: {speedup:.2f}x vs {PEER} (slowest K), {to_floor:.2f}x the floor's time, "
         f"codes identical {identical}, peak memory {mem_text} the peer's at K={mem['codebook_size']} "
-        f"(K={ks}, D={DIM}, N={results[0]['rows']}, {threads} threads, {device})"
+        f"(K={ks}, D={DIM}, N={results[0]['rows']}, {threads} threads, "
+        f"load {os.getloadavg()[0]:.1f}, {device})"
     )
     if args.json:
         report = {
@@ -327,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             "peak_mem_ratio_vs_peer": mem_ratio,
             "goals": goals,
             "results": results,
+            "scalar": scalar,
             "memory": mem,
             "settings": {"dim": DIM, "decay": DECAY, "beta": BETA, "warmup": warmup, "repeats": repeats},
             "load_average": os.getloadavg(),
