@@ -1,0 +1,79 @@
+"""Codebook health at a small budget: every shipped quantized recipe cut to 100 training steps, then the
+fraction of its codes used on its held-out data (each codebook of a residual quantizer on its own).
+
+    python benchmarks/codebook_health.py                  # 100 steps each
+    python benchmarks/codebook_health.py --steps 50 --json health.json
+
+Goal: at least 90% of the codes in use in every recipe. The speech codec recipe trains on the corpus of
+`vqt speech-corpus data/speech` when it is there, else on the shipped prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from peers import machine
+
+from vqtoolkit.config import load_recipe
+from vqtoolkit.train.loop import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "data" / "speech"
+RECIPES = ("image_vqvae", "video_vqvae", "speech_vqvae_paper", "speech_vqvae")
+GOAL = 0.9
+
+
+def health(recipe_name: str, steps: int, folder: Path) -> dict:
+    overrides = [f"train.max_steps={steps}", "train.picture_every=0", f"train.out_dir={folder / recipe_name}"]
+    if recipe_name == "speech_vqvae" and not (CORPUS / "train").is_dir():
+        overrides += ["data.path=", "data.eval_path="]
+    started = time.perf_counter()
+    results = Trainer(load_recipe(ROOT / "recipes" / f"{recipe_name}.yaml", overrides)).fit()
+    stages = sorted(k for k in results if k.startswith("codebook_used_fraction/"))
+    return {
+        "recipe": recipe_name,
+        "steps": steps,
+        "used_fraction": results["codebook_used_fraction"],
+        "least_used_stage": min((results[k] for k in stages), default=results["codebook_used_fraction"]),
+        "perplexity": results["codebook_perplexity"],
+        "held_out_examples": results["examples"],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.recipes.split(","):
+            print(f"{name}: {args.steps} steps", file=sys.stderr, flush=True)
+            rows.append(health(name, args.steps, Path(tmp)))
+    print("| recipe | steps | codes used (held out) | least-used codebook | perplexity | held-out examples |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['recipe']} | {r['steps']} | {r['used_fraction']:.1%} | {r['least_used_stage']:.1%} | "
+              f"{r['perplexity']:.1f} | {r['held_out_examples']} |")  # fmt: skip
+    worst = min(rows, key=lambda r: r["least_used_stage"])
+    verdict = "met" if worst["least_used_stage"] >= GOAL else "MISSED"
+    least = f"{worst['least_used_stage']:.1%} ({worst['recipe']})"
+    print(f"codebook health at {args.steps} steps: least {least}; "
+          f"goal >= {GOAL:.0%} {verdict} ({torch.get_num_threads()} threads)")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "machine": machine()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
