@@ -192,10 +192,13 @@ def toolkit(tokenizer: Tokenizer, clip: Path, tmp: Path) -> tuple[np.ndarray, fl
 # ---------------------------------------------------------------- the benchmark
 
 
-def codecs(models: dict[str, Tokenizer]):
-    """(name, nominal kbps, function(audio, clip, tmp) -> (decoded, bits per second))"""
+def codecs(models: dict[str, Tokenizer], peers: bool = True):
+    """(name, nominal kbps, function(audio, clip, tmp) -> (decoded, bits per second)); the classic codecs
+    after the models unless `peers` is false."""
     for name, tokenizer in models.items():
         yield name, None, lambda audio, clip, tmp, t=tokenizer: toolkit(t, clip, tmp)
+    if not peers:
+        return
     if shutil.which("c2enc"):
         for mode in CODEC2_MODES:
             yield f"codec2 {mode}", mode / 1000, lambda audio, clip, tmp, m=mode: codec2(audio, m, tmp)
@@ -210,12 +213,15 @@ def codecs(models: dict[str, Tokenizer]):
     yield "amr-nb 4.75", 4.75, lambda audio, clip, tmp: pyav_codec(audio, "libopencore_amrnb", 8000, 4750)
 
 
-def run(models: dict[str, Tokenizer], clips: list[Path]) -> list[dict]:
+def run(
+    models: dict[str, Tokenizer], clips: list[Path], peers: bool = True, quiet: bool = False
+) -> list[dict]:
+    """One row of mean scores per model (and per classic codec unless `peers` is false)."""
     rows = []
     references = {clip: read_audio(clip, RATE)[0][0].numpy() for clip in clips}
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        for name, _, code in codecs(models):
+        for name, _, code in codecs(models, peers):
             per_clip, rates, started = [], [], time.perf_counter()
             for clip in clips:
                 decoded, bit_rate = code(references[clip], clip, tmp)
@@ -226,7 +232,8 @@ def run(models: dict[str, Tokenizer], clips: list[Path]) -> list[dict]:
                 row[key] = float(np.nanmean([c[key] for c in per_clip]))
             row["seconds"] = time.perf_counter() - started
             rows.append(row)
-            print(format_row(row), file=sys.stderr)
+            if not quiet:
+                print(format_row(row), file=sys.stderr)
     return rows
 
 
@@ -255,17 +262,11 @@ def learning_curve(run_dir: Path, clips: list[Path]) -> list[dict]:
     for snapshot in sorted((run_dir / "snapshots").glob("model_*.safetensors")):
         load_weights(base.model, snapshot, run_dir / "config.yaml")
         base.model_hash = file_hash(snapshot)
-        scores, rates = [], []
-        with tempfile.TemporaryDirectory() as folder:
-            for clip in clips:
-                reference = read_audio(clip, RATE)[0][0].numpy()
-                decoded, rate = toolkit(base, clip, Path(folder))
-                scores.append(score(reference, decoded))
-                rates.append(rate)
+        [scores] = run({"snapshot": base}, clips, peers=False, quiet=True)
         seconds = read_metadata(snapshot).get("train_seconds")  # wall time of the run when it was saved
         hours = float(seconds) / 3600 if seconds else math.nan
-        row = {"step": int(snapshot.stem.split("_")[1]), "hours": hours, "kbps": float(np.mean(rates)) / 1000}
-        row |= {key: float(np.nanmean([s[key] for s in scores])) for key in scores[0]}
+        row = {"step": int(snapshot.stem.split("_")[1]), "hours": hours}
+        row |= {key: value for key, value in scores.items() if key not in ("codec", "clips", "seconds")}
         points.append(row)
         print(
             f"| {row['step']} | {row['hours']:.2f} | {row['stoi']:.3f} | {row['pesq_wb']:.2f} |",
