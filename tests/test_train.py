@@ -161,3 +161,16 @@ def test_threads_come_from_the_flag_the_recipe_the_environment_or_the_free_cores
     assert 1 <= threads() <= cores  # the cores the load average leaves free
     bad = run_vqt("--threads", "0", "plugins")
     assert bad.returncode == 2 and "--threads" in bad.stderr
+
+
+def test_resuming_with_another_architecture_names_the_tensor(vqvae_run, tmp_path):
+    import shutil
+
+    run_dir, _ = vqvae_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    result = run_vqt("train", "--resume", str(copy), "bottleneck.codebook_size=64", "train.max_steps=41")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        f"error: {copy / 'model.safetensors'}: tensor bottleneck.codebook is (32, 64)"
+    )

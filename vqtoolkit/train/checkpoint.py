@@ -211,7 +211,7 @@ def load_checkpoint(
     """Weights, optimizer state and RNG state of a run's last checkpoint; returns the state's metadata."""
     if not (run_dir / STATE_FILE).is_file():
         raise VQTError(f"{run_dir}: no {STATE_FILE} to resume from")
-    model.load_state_dict(load_tensors(run_dir / MODEL_FILE))
+    load_weights(model, run_dir / MODEL_FILE, run_dir / CONFIG_FILE)
     meta = load_state(run_dir / STATE_FILE, optimizer, modules)
     model_step = read_metadata(run_dir / MODEL_FILE).get("step")  # None in runs from older versions
     if model_step is not None and int(model_step) != meta["step"]:
@@ -273,7 +273,15 @@ def load_model(run_dir: str | Path, device: str = "cpu"):
 
 def load_weights(model: torch.nn.Module, path: Path, config: Path) -> None:
     """Load a weights file into a model built from `config`; a mismatch is one line."""
-    missing, unexpected = model.load_state_dict(load_tensors(path), strict=False)
+    weights, expected, optional = load_tensors(path), model.state_dict(), optional_state(model)
+    for name in sorted(weights, key=lambda name: name in optional):  # name a real weight first
+        tensor = weights[name]
+        if name in expected and tensor.shape != expected[name].shape:
+            raise VQTError(
+                f"{path}: tensor {name} is {tuple(tensor.shape)}, but the model of {config} has "
+                f"{tuple(expected[name].shape)} (weights of another model, or an edited size?)"
+            )
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     missing = [name for name in missing if name not in optional_state(model)]
     if missing or unexpected:
         raise VQTError(

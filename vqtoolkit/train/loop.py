@@ -28,7 +28,7 @@ from vqtoolkit.train.checkpoint import (
     atomic_write,
     load_checkpoint,
     load_state,
-    load_tensors,
+    load_weights,
     save_checkpoint,
     save_tensors,
 )
@@ -129,7 +129,7 @@ class Trainer:
     def _resume(self) -> None:
         optimizers, modules = self._optimizers(), self.objective.trained_beside()
         if not self.ranks.main:  # read only: rank 0 tidies the run directory
-            self.model.load_state_dict(load_tensors(self.run_dir / MODEL_FILE))
+            load_weights(self.model, self.run_dir / MODEL_FILE, self.run_dir / CONFIG_FILE)
             state = load_state(self.run_dir / STATE_FILE, optimizers, modules)
             self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
             self.seconds_before = state.get("train_seconds", 0.0)
