@@ -274,7 +274,7 @@ def load_model(run_dir: str | Path, device: str = "cpu"):
 def load_weights(model: torch.nn.Module, path: Path, config: Path) -> None:
     """Load a weights file into a model built from `config`; a mismatch is one line."""
     weights, expected, optional = load_tensors(path), model.state_dict(), optional_state(model)
-    for name in sorted(weights, key=lambda name: name in optional):  # name a real weight first
+    for name in sorted(weights, key=lambda name: (name in optional, name)):  # a real weight first
         tensor = weights[name]
         if name in expected and tensor.shape != expected[name].shape:
             raise VQTError(
