@@ -65,9 +65,15 @@ from vqtoolkit.tokenizer import Tokenizer
 RunOrTokenizer = str | Path | Tokenizer
 
 
-def fit(recipe: str | Path, overrides: list[str] = (), run_dir: str | Path | None = None) -> Path:
+def fit(
+    recipe: str | Path,
+    overrides: list[str] = (),
+    run_dir: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Train a recipe (a YAML file) with dotted overrides, as `vqt train` does; returns the run directory
-    (`train.out_dir`, or `run_dir` to resume it). A recipe naming a `tokenizer` trains a prior.
+    (`train.out_dir`, or `run_dir` to resume it). A recipe naming a `tokenizer` trains a prior. A
+    `train.out_dir` that holds a run is refused unless `overwrite`.
 
     >>> from vqtoolkit import fit
     >>> tiny = ["model.encoder.hidden=8", "model.decoder.hidden=8", "model.latent_dim=4",
@@ -85,7 +91,8 @@ def fit(recipe: str | Path, overrides: list[str] = (), run_dir: str | Path | Non
         recipe = Path(run_dir) / CONFIG_FILE
     from vqtoolkit.train.loop import Trainer
 
-    trainer = Trainer(load_recipe(recipe, overrides), run_dir=run_dir, resume=run_dir is not None)
+    resume = run_dir is not None
+    trainer = Trainer(load_recipe(recipe, overrides), run_dir=run_dir, resume=resume, overwrite=overwrite)
     trainer.fit()
     return trainer.run_dir
 

@@ -123,7 +123,13 @@ def validate(recipe, overrides):
     show_default=True,
     help="Train data-parallel in this many processes (one per GPU), as torchrun would.",
 )
-def train(recipe, overrides, resume_dir, nproc):
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start afresh in a train.out_dir that holds a run (its files are replaced). Without it, such a "
+    "folder is refused.",
+)
+def train(recipe, overrides, resume_dir, nproc, overwrite):
     """Train a model from a YAML recipe; dotted overrides change any key.
 
     Writes config.yaml, model.safetensors, metrics.jsonl, reconstruction pictures and a resumable
@@ -139,6 +145,7 @@ def train(recipe, overrides, resume_dir, nproc):
       vqt train recipes/image_vqvae.yaml
       vqt train recipes/image_vqvae.yaml train.max_steps=5000 train.out_dir=runs/fmnist
       vqt train --resume runs/fmnist train.max_steps=8000
+      vqt train --overwrite recipes/image_vqvae.yaml train.out_dir=runs/fmnist
       vqt train --nproc 4 recipes/video_vqvae.yaml train.batch_size=32
     """
     from pathlib import Path
@@ -146,10 +153,11 @@ def train(recipe, overrides, resume_dir, nproc):
     from vqtoolkit.config import load_recipe
     from vqtoolkit.train import distributed
     from vqtoolkit.train.checkpoint import CONFIG_FILE
-    from vqtoolkit.train.loop import Trainer
+    from vqtoolkit.train.loop import Trainer, refuse_existing_run
     from vqtoolkit.train.signals import Interrupted
 
-    passed_on = [*(["--resume", resume_dir] if resume_dir else []), *([recipe] if recipe else []), *overrides]
+    passed_on = [*(["--resume", resume_dir] if resume_dir else []), *(["--overwrite"] if overwrite else [])]
+    passed_on += [*([recipe] if recipe else []), *overrides]
     overrides = list(overrides)
     if resume_dir:
         if recipe:
@@ -165,11 +173,13 @@ def train(recipe, overrides, resume_dir, nproc):
         raise VQTError(
             f"train.batch_size: {recipe.train.batch_size} does not split evenly over {world_size} processes"
         )
+    if not resume_dir and not overwrite:  # before any worker starts
+        refuse_existing_run(Path(recipe.train.out_dir))
     if nproc > 1:  # this process launches the workers (each one runs this command without --nproc)
         sys.exit(distributed.launch(nproc, passed_on))
     main_rank = distributed.current().main
     try:
-        trainer = Trainer(recipe, run_dir=resume_dir, resume=bool(resume_dir))
+        trainer = Trainer(recipe, run_dir=resume_dir, resume=bool(resume_dir), overwrite=overwrite)
         try:
             results = trainer.fit()
         except Interrupted as exc:  # SIGINT or SIGTERM: the trainer saved a checkpoint

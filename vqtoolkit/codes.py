@@ -120,6 +120,10 @@ def _check_meta(path: Path, what: str, meta: CodesMeta) -> None:
     for name in ("media", "chunking"):
         if not isinstance(getattr(meta, name), dict):
             problems.append(f"{name} {getattr(meta, name)!r} is not a mapping")
+    for name, least in (("chunk", 1), ("context", 0)):
+        value = meta.chunking.get(name, least) if isinstance(meta.chunking, dict) else least
+        if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= 2**40:
+            problems.append(f"chunking.{name} {value!r} is not an integer within [{least}, 2^40]")
     if not problems and len(meta.original_shape) != len(meta.latent_grid):
         problems.append(f"original_shape {meta.original_shape} and latent_grid {meta.latent_grid} differ")
     if problems:

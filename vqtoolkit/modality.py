@@ -32,7 +32,29 @@ class Modality:
     info: Callable[..., Any] | None = None
     # picture(originals, reconstructions, path): saves a side-by-side picture; None = the core's default
     picture: Callable[..., Any] | None = None
+    # check_media(media) raises ValueError when a codes file's media metadata (what `read` / `stream` and
+    # `info` wrote) has a wrong type or an absurd value; called before decoding allocates anything
+    check_media: Callable[[dict], None] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     # a run directory (config.yaml + model.safetensors) the plugin ships: `--model NAME` and commands given
     # no --model use it; "" = none shipped
     default_model: str = ""
+
+
+def check_numbers(
+    values: Any, limits: dict[str, tuple[type, float, float]], required: tuple[str, ...] = ()
+) -> None:
+    """ValueError unless `values` is a mapping whose keys in `limits` that are present (and all of
+    `required`) are numbers of the given kind (int, or float for any real number) within [low, high]."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{values!r} is not a mapping")
+    for key, (kind, low, high) in limits.items():
+        if key not in values:
+            if key in required:
+                raise ValueError(f"{key} is missing")
+            continue
+        value = values[key]
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not numeric or (kind is int and not isinstance(value, int)) or not low <= value <= high:
+            kind_name = "an integer" if kind is int else "a number"
+            raise ValueError(f"{key} {value!r} is not {kind_name} within [{low:g}, {high:g}]")

@@ -14,6 +14,7 @@ import torch
 from vqtoolkit.codes import CodesMeta, read_codes_with_audio, write_codes
 from vqtoolkit.config import Recipe
 from vqtoolkit.errors import VQTError
+from vqtoolkit.files import refuse_input_as_output
 from vqtoolkit.media import media_files
 from vqtoolkit.modality import Modality
 from vqtoolkit.model import Autoencoder
@@ -145,6 +146,7 @@ class Tokenizer:
     def tokenize(self, path: Path, out: Path, audio: Tokenizer | None = None) -> str:
         """Write the codes of `path` to `out`; with an `audio` tokenizer, the audio track's codes too.
         Returns a note for the user ("" when there is nothing to say)."""
+        refuse_input_as_output(out, [path])
         codes, meta = self.encode_file(path)
         audio_codes, note = None, ""
         if audio is not None:
@@ -180,6 +182,7 @@ class Tokenizer:
     def decode_file(self, codes_path: Path, out: Path, audio: Tokenizer | None = None) -> str:
         """Write media decoded from a codes file; with an `audio` tokenizer also the audio track's codes.
         Returns a note for the user ("" when there is nothing to say)."""
+        refuse_input_as_output(out, [codes_path])
         codes, meta, audio_codes = read_codes_with_audio(codes_path)
         self.check(codes_path, meta)
         note = ""
@@ -216,6 +219,11 @@ class Tokenizer:
                 f"{source}: was made by another model (model hash {meta.model_hash}, "
                 f"{self.run_dir} has {self.model_hash}); decode it with the model that made it"
             )
+        if self.modality.check_media:
+            try:
+                self.modality.check_media(meta.media)
+            except ValueError as exc:
+                raise VQTError(f"{source}: media metadata is invalid: {str(exc)[:200]}") from None
         sizes = self.model.bottleneck.codebook_sizes()
         first_stages = (
             getattr(self.model.bottleneck, "residual", False)

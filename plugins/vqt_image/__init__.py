@@ -8,7 +8,7 @@ from vqt_image.io import IMAGE_EXTENSIONS, read_image, write_image
 from vqt_image.metrics import psnr, ssim
 from vqtoolkit.errors import VQTError
 from vqtoolkit.hookspecs import hookimpl
-from vqtoolkit.modality import Modality
+from vqtoolkit.modality import Modality, check_numbers
 from vqtoolkit.nn.conv import ConvDecoder, ConvEncoder
 
 
@@ -64,6 +64,9 @@ def register_modalities(register):
             metrics=("psnr", "ssim"),
             read=read_image,
             write=write_image,
+            check_media=lambda media: check_numbers(
+                media, {"height": (int, 1, 2**16), "width": (int, 1, 2**16)}
+            ),
         ),
     )
 

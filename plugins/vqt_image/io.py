@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from vqtoolkit.errors import VQTError
+from vqtoolkit.files import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CHANNEL_MODES = {1: "L", 3: "RGB"}
@@ -112,7 +113,8 @@ def write_image(path: str | Path, image: Tensor, meta: dict[str, Any] | None = N
     options = {"quality": 95} if image_format in ("JPEG", "WEBP") else {}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        picture.save(path, format=image_format, **options)
+        # through a temporary file: a full disk or a kill never leaves a truncated picture under `path`
+        atomic_write(path, lambda tmp: picture.save(tmp, format=image_format, **options))
     except (OSError, ValueError, KeyError) as exc:
         raise VQTError(f"{path}: cannot write image ({_first_line(exc)})") from None
 

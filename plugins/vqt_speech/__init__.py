@@ -4,7 +4,7 @@ losses and waveform discriminators."""
 from pathlib import Path
 
 from vqtoolkit.hookspecs import hookimpl
-from vqtoolkit.modality import Modality
+from vqtoolkit.modality import Modality, check_numbers
 
 from .dataset import speech_dataset
 from .discriminators import MultiPeriodDiscriminator, MultiResolutionSTFTDiscriminator
@@ -39,6 +39,7 @@ def register_modalities(register):
             stream=stream_audio,
             stream_writer=_stream_writer,
             info=audio_info,
+            check_media=check_audio_meta,
             meta={"sample_bits": 16},  # the bin width of the bits/dim bound
             default_model=str(SHIPPED_MODEL) if (SHIPPED_MODEL / "model.safetensors").is_file() else "",
         ),
@@ -116,3 +117,10 @@ def register_commands(cli):
         missing = [s for s, i in found.items() if not i["files"]]
         if missing:
             click.echo(f"not installed, skipped: {', '.join(missing)}", err=True)
+
+
+def check_audio_meta(media: dict) -> None:
+    """What decoding a speech codes file takes from its media metadata, in sane ranges."""
+    check_numbers(media, {"sample_rate": (int, 1000, 384000), "length": (int, 0, 2**40)}, ("sample_rate",))
+    if "source" in media:
+        check_numbers(media["source"], {"source_rate": (int, 1, 10**6), "source_channels": (int, 1, 64)})

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from vqtoolkit.errors import VQTError
 from vqtoolkit.hookspecs import hookimpl
-from vqtoolkit.modality import Modality
+from vqtoolkit.modality import Modality, check_numbers
 from vqtoolkit.nn.conv import ConvDecoder, ConvEncoder
 
 from .dataset import video_dataset
@@ -98,6 +98,7 @@ def register_modalities(register):
             stream=stream_video,
             stream_writer=SourceSizeWriter,
             info=video_info,
+            check_media=check_video_meta,
         ),
     )
 
@@ -110,3 +111,15 @@ def register_encoders(register):
 @hookimpl
 def register_decoders(register):
     register("vqvae3d", VQVAE3DDecoder)
+
+
+MAX_SIDE = 16384  # pixels: what h264 encoders take at most
+
+
+def check_video_meta(media: dict) -> None:
+    """What decoding a video codes file takes from its media metadata (frame rate, the source's size, to
+    which the frames are resized back), in sane ranges, before any frame is allocated."""
+    check_numbers(media, {"fps": (float, 0, 1000)})
+    if "source" in media:
+        sides = {"height": (int, 0, MAX_SIDE), "width": (int, 0, MAX_SIDE)}
+        check_numbers(media["source"], {**sides, "fps": (float, 0, 1000), "frames": (int, 0, 2**31)})

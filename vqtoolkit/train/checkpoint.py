@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,6 +12,7 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from vqtoolkit.errors import VQTError
+from vqtoolkit.files import atomic_write, atomic_write_all  # noqa: F401  (used by the trainer too)
 
 MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE = (
     "model.safetensors",
@@ -22,36 +20,6 @@ MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE = (
     "config.yaml",
     "metrics.jsonl",
 )
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # reading the umask means setting it: put it back at once
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    atomic_write_all([(path, write)])
-
-
-def atomic_write_all(files: list[tuple[Path, Callable[[str], None]]]) -> None:
-    """Several files written as `atomic_write` does, all synced before the first rename: a crash can leave
-    some old and some new only in the moment between two renames, which happen in the order given."""
-    temporaries = []
-    try:
-        for path, write in files:
-            fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
-            os.close(fd)
-            temporaries.append(tmp)
-            write(tmp)
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; give them the usual mode
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        for (path, _), tmp in zip(files, temporaries):
-            os.replace(tmp, path)
-    finally:
-        for tmp in temporaries:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
 
 def tensors_writer(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):

@@ -41,6 +41,15 @@ DATA_WAIT_WARNING = 0.2  # warn when more of the step time than this went to wai
 DATA_WAIT_MIN_STEPS = 50  # ... in a run of at least this many steps
 
 
+def refuse_existing_run(folder: Path) -> None:
+    """A new run never writes over another: one line when `folder` holds a run's files."""
+    if any((folder / name).exists() for name in (CONFIG_FILE, MODEL_FILE, STATE_FILE, METRICS_FILE)):
+        raise VQTError(
+            f"{folder}: holds a run already; continue it with `vqt train --resume {folder}`, start it "
+            "again with --overwrite, or choose another train.out_dir"
+        )
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -67,14 +76,18 @@ class Trainer:
         run_dir: str | Path | None = None,
         resume: bool = False,
         model: Autoencoder | None = None,
+        overwrite: bool = False,
     ):
         """`model` replaces the autoencoder the recipe builds (benchmarks swap in a peer's quantizer).
+        A new run refuses a run directory that holds a run already, unless `overwrite`.
 
         Under torchrun (WORLD_SIZE > 1) this is one rank of data-parallel training (see
         vqtoolkit.train.distributed): only rank 0 writes files, shows progress and evaluates.
         """
         self.recipe, cfg = recipe, recipe.train
         self.run_dir = Path(run_dir or cfg.out_dir)
+        if not resume and not overwrite:
+            refuse_existing_run(self.run_dir)
         self.ranks, self.device = distributed.setup(resolve_device(cfg.device))
         if cfg.batch_size % self.ranks.world_size:
             raise VQTError(
