@@ -1,6 +1,7 @@
 """Recipes: YAML onto dataclasses, dotted overrides, and one-line errors naming key and fix."""
 
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -72,16 +73,33 @@ def test_component_shorthand_and_override_into_it():
     [
         ("train.max_step=3", "train.max_step: unknown key (did you mean 'train.max_steps'?)"),
         ("trian.seed=1", "trian: unknown key (did you mean 'train'?)"),
-        ("train.max_steps=many", "train.max_steps: expected an integer, got string 'many'"),
-        ("train.max_steps=2.5", "train.max_steps: expected an integer, got number 2.5"),
+        ("train.max_steps=many", "train.max_steps: expected an integer >= 1, got string 'many'"),
+        ("train.max_steps=2.5", "train.max_steps: expected an integer >= 1, got number 2.5"),
+        ("train.max_steps=-1", "train.max_steps: expected an integer >= 1, got integer -1"),
+        ("train.max_steps=true", "train.max_steps: expected an integer >= 1, got boolean True"),
+        ("train.batch_size=0", "train.batch_size: expected an integer >= 1, got integer 0"),
+        ("train.log_every=0", "train.log_every: expected an integer >= 1, got integer 0"),
+        ("optim.lr=.nan", "optim.lr: expected a number > 0, got number nan"),
+        ("optim.lr=-0.001", "optim.lr: expected a number > 0, got number -0.001"),
+        ("optim.betas=[0.9,1.0]", "optim.betas: expected a list of 2 numbers in [0, 1), got list [0.9, 1.0]"),
+        (
+            "optim.betas=[-0.1,0.9]",
+            "optim.betas: expected a list of 2 numbers in [0, 1), got list [-0.1, 0.9]",
+        ),
+        ("model.latent_dim=0", "model.latent_dim: expected an integer >= 1, got integer 0"),
+        ("bottleneck.codebook_size=0", "bottleneck.codebook_size: expected an integer >= 1, got integer 0"),
+        ("bottleneck.decay=1", "bottleneck.decay: expected a number in [0, 1), got integer 1"),
+        ("model.encoder.hidden=-3", "model.encoder.hidden: expected an integer >= 1, got integer -3"),
+        ("train.collapse_warning=2", "train.collapse_warning: expected a number in [0, 1], got integer 2"),
+        ("data.num_workers=-2", "data.num_workers: expected an integer >= 0, got integer -2"),
         ("train.compile=3", "train.compile: expected true or false, got integer 3"),
         ("train.precision=fp16", "train.precision: expected one of 'fp32', 'bf16', got string 'fp16'"),
-        ("optim.betas=[0.9]", "optim.betas: expected a list of 2 numbers, got list [0.9]"),
+        ("optim.betas=[0.9]", "optim.betas: expected a list of 2 numbers in [0, 1), got list [0.9]"),
         (
             "bottleneck.codebook_sise=8",
             "bottleneck.codebook_sise: unknown key (did you mean 'bottleneck.codebook_size'?)",
         ),
-        ("bottleneck.beta=high", "bottleneck.beta: expected a number, got string 'high'"),
+        ("bottleneck.beta=high", "bottleneck.beta: expected a number >= 0, got string 'high'"),
         (
             "bottleneck.name=gausian",
             "bottleneck.name: unknown bottleneck 'gausian' (did you mean 'gaussian'?)",
@@ -155,3 +173,32 @@ def test_choosing_another_component_drops_the_old_components_options():
     assert recipe.bottleneck == Component("gaussian", {"kl_weight": 0.5})
     same = load_recipe(path, ["bottleneck.name=vq", "bottleneck.codebook_size=16"])
     assert same.bottleneck.args["beta"] == 0.25 and same.bottleneck.args["codebook_size"] == 16
+
+
+def test_plugin_factories_declare_ranges_with_annotated():
+    from typing import Annotated
+
+    from vqtoolkit.config import check_options
+    from vqtoolkit.ranges import Range
+
+    def encoder(in_channels, latent_dim, hidden: Annotated[int, Range(1)] = 64,
+                dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.0):  # fmt: skip
+        return None
+
+    check_options(encoder, {"hidden": 8, "dropout": 0.5}, "model.encoder")
+    for options, message in (
+        ({"hidden": 0}, "model.encoder.hidden: expected an integer >= 1, got integer 0"),
+        ({"dropout": 1.0}, "model.encoder.dropout: expected a number in [0, 1), got number 1.0"),
+        ({"dropout": float("nan")}, "model.encoder.dropout: expected a number in [0, 1), got number nan"),
+    ):
+        with pytest.raises(RecipeError, match=re.escape(message)):
+            check_options(encoder, options, "model.encoder")
+
+
+def test_ranges_by_hand():
+    from vqtoolkit.ranges import Range
+
+    assert Range(0, low_open=True).holds(1e-9) and not Range(0, low_open=True).holds(0)
+    assert Range(0, 1, high_open=True).holds(0) and not Range(0, 1, high_open=True).holds(1)
+    assert Range(1).holds(1) and not Range(1).holds(0.999) and not Range().holds(float("nan"))
+    assert Range(high=5).describe() == "<= 5" and Range(0, 1).describe() == "in [0, 1]"

@@ -22,7 +22,7 @@ def test_builtins_register_through_hooks():
     listing, _ = plugins_json(env={"VQT_DISABLE_PLUGIN_AUTOLOAD": "1"})
     core = listing["vqtoolkit.builtins"]
     assert core["builtin"] is True
-    assert set(core["registered"]["bottlenecks"]) == {"vq", "rvq", "gaussian", "none"}
+    assert set(core["registered"]["bottlenecks"]) == {"vq", "rvq", "fsq", "rfsq", "lfq", "gaussian", "none"}
     assert {"mse", "bce", "l2"} <= set(core["registered"]["losses"])
     assert "image" in listing["vqt_image"]["registered"]["modalities"]
 

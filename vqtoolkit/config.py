@@ -9,11 +9,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
 from vqtoolkit.errors import VQTError, closest
+from vqtoolkit.ranges import AT_LEAST_ONE, BETA, FRACTION, NOT_NEGATIVE, POSITIVE, Range
 
 
 class _YAMLLoader(yaml.SafeLoader):
@@ -41,8 +42,8 @@ class DataConfig:
     modality: str = "image"  # a registered modality: speech, image, video, or one a plugin adds
     path: str = ""  # a file, a folder or a dataset file; "" = the small sample that ships with the modality
     eval_path: str = ""  # held-out data; "" = the held-out split of `path` (its test files, or its last 10%)
-    channels: int = 1  # 1 = grey / mono, 3 = RGB
-    num_workers: int = 0  # DataLoader worker processes
+    channels: Annotated[int, AT_LEAST_ONE] = 1  # 1 = grey / mono, 3 = RGB
+    num_workers: Annotated[int, NOT_NEGATIVE] = 0  # DataLoader worker processes
     options: dict[str, Any] = field(default_factory=dict)  # other keys go to the modality's dataset
 
 
@@ -51,44 +52,53 @@ class ModelConfig:
     encoder: Component = field(default_factory=Component)  # media -> latent grid
     decoder: Component = field(default_factory=Component)  # latent grid -> media
     loss: Component = field(default_factory=Component)  # reconstruction loss
-    latent_dim: int = 64  # channels of the latent grid = code vector size
+    latent_dim: Annotated[int, AT_LEAST_ONE] = 64  # channels of the latent grid = code vector size
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-4  # peak learning rate of AdamW
-    weight_decay: float = 0.0  # AdamW weight decay
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
-    grad_clip: float = 1.0  # max gradient norm; 0 = off
+    lr: Annotated[float, POSITIVE] = 2e-4  # peak learning rate of AdamW
+    weight_decay: Annotated[float, NOT_NEGATIVE] = 0.0  # AdamW weight decay
+    betas: tuple[Annotated[float, BETA], Annotated[float, BETA]] = (0.9, 0.999)  # AdamW betas
+    grad_clip: Annotated[float, NOT_NEGATIVE] = 1.0  # max gradient norm; 0 = off
     schedule: Literal["constant", "cosine"] = "cosine"  # cosine: decays to 0 at train.max_steps
-    warmup_steps: int = 0  # linear warm-up from 0 over this many steps
+    warmup_steps: Annotated[int, NOT_NEGATIVE] = 0  # linear warm-up from 0 over this many steps
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000  # optimisation steps; `vqt train --resume RUN train.max_steps=N` extends a run
-    batch_size: int = 32  # examples per step (over all processes when training data-parallel)
+    max_steps: Annotated[int, AT_LEAST_ONE] = (
+        1000  # optimisation steps; `vqt train --resume RUN train.max_steps=N` extends a run
+    )
+    batch_size: Annotated[int, AT_LEAST_ONE] = (
+        32  # examples per step (over all processes when training data-parallel)
+    )
     device: str = "auto"  # auto = cuda when present, else cpu
     out_dir: str = "runs/run"  # the run directory: config, weights, metrics, pictures, checkpoint
     seed: int = 0  # seeds the model initialisation and the data order
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast applies on CUDA only
-    threads: int = 0  # CPU threads for torch; 0 = OMP_NUM_THREADS, else the free cores (`vqt --threads`)
+    threads: Annotated[int, NOT_NEGATIVE] = (
+        0  # CPU threads for torch; 0 = OMP_NUM_THREADS, else the free cores (`vqt --threads`)
+    )
     compile: bool = False  # torch.compile the model
     channels_last: bool = False  # channels-last memory format for images and video (faster on GPUs)
-    log_every: int = 10  # steps between records in metrics.jsonl
-    eval_every: int = 0  # 0 = only at the end
-    picture_every: int = 200  # steps between reconstruction pictures recon_*.png; 0 = only at the end
-    checkpoint_every: int = 200  # steps between resumable checkpoints; 0 = only at the end
+    log_every: Annotated[int, AT_LEAST_ONE] = 10  # steps between records in metrics.jsonl
+    eval_every: Annotated[int, NOT_NEGATIVE] = 0  # 0 = only at the end
+    # steps between reconstruction pictures recon_*.png; 0 = only at the end
+    picture_every: Annotated[int, NOT_NEGATIVE] = 200
+    checkpoint_every: Annotated[int, NOT_NEGATIVE] = (
+        200  # steps between resumable checkpoints; 0 = at the end
+    )
     # steps between copies of the weights kept as snapshots/model_<step>.safetensors (for learning
     # curves); 0 = none
-    snapshot_every: int = 0
-    eval_batches: int = 0  # 0 = the whole held-out split
+    snapshot_every: Annotated[int, NOT_NEGATIVE] = 0
+    eval_batches: Annotated[int, NOT_NEGATIVE] = 0  # 0 = the whole held-out split
     # A step whose loss (or gradient) is NaN or inf is skipped; this many in a row are tolerated (a bad batch
     # or two), one more stops training as diverged. 0 = stop at the first.
-    max_bad_steps: int = 10
+    max_bad_steps: Annotated[int, NOT_NEGATIVE] = 10
     # Warn when a step's batch uses under this fraction of the codebook after the first 10% of training
     # (a collapsed codebook: most codes dead). 0 = never.
-    collapse_warning: float = 0.05
+    collapse_warning: Annotated[float, FRACTION] = 0.05
 
 
 @dataclass
@@ -98,9 +108,12 @@ class AdversarialConfig:
     # registered discriminators (mpd, mrstft, patch, ...); their verdicts are pooled into one loss
     discriminators: list[Component] = field(default_factory=list)
     loss: Literal["hinge", "lsgan"] = "hinge"  # hinge (MelGAN, DAC... EnCodec) or least squares (HiFi-GAN)
-    weight: float = 1.0  # of the generator's adversarial loss, added to the reconstruction loss
-    feature_weight: float = 2.0  # of feature matching: L1 between the discriminators' maps of real and fake
-    start_step: int = 0  # steps of reconstruction loss alone before the discriminators join
+    weight: Annotated[float, NOT_NEGATIVE] = 1.0  # of the generator's adversarial loss
+    # of feature matching: L1 between the discriminators' maps of real and fake
+    feature_weight: Annotated[float, NOT_NEGATIVE] = 2.0
+    start_step: Annotated[int, NOT_NEGATIVE] = (
+        0  # steps of reconstruction loss alone before the discriminators
+    )
     # the discriminators' optimizer (AdamW) and schedule; its warm-up counts from start_step
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=2e-4, betas=(0.8, 0.99), grad_clip=10.0)
@@ -200,7 +213,7 @@ def option_types(factory: Any) -> tuple[dict[str, Any], bool]:
     target = factory.__init__ if isinstance(factory, type) else factory
     signature = inspect.signature(target)
     try:
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)
     except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to unchecked
         hints = {}
     options, open_ended = {}, False
@@ -349,7 +362,7 @@ def _build(cls, raw: Any, prefix: str, where: _Where):
         return _build_component(raw, prefix, where)
     if not isinstance(raw, dict):
         raise where.error(prefix.rstrip("."), f"expected a mapping, got {_show(raw)}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs, extra = {}, {}
     for key, value in raw.items():
@@ -402,6 +415,9 @@ def check_type(value: Any, hint: Any) -> bool:
     if hint is Any or hint is inspect.Parameter.empty:
         return True
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        ranges = [r for r in hint.__metadata__ if isinstance(r, Range)]
+        return check_type(value, args[0]) and all(r.holds(value) for r in ranges)
     if origin is Literal:
         return value in args
     if origin in (typing.Union, types.UnionType):
@@ -428,10 +444,14 @@ def check_type(value: Any, hint: Any) -> bool:
 
 def _describe(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        ranges = [r.describe() for r in hint.__metadata__ if isinstance(r, Range)]
+        return " ".join([_describe(args[0]), *ranges])
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (list, tuple):
-        item = _describe(args[0]).split(" ", 1)[-1] + "s" if args else "values"
+        noun, _, rest = (_describe(args[0]).split(" ", 1)[-1] if args else "value").partition(" ")
+        item = f"{noun}s {rest}".strip()
         count = f"{len(args)} " if origin is tuple and Ellipsis not in args else ""
         return f"a list of {count}{item}"
     if origin in (typing.Union, types.UnionType):

@@ -3,6 +3,8 @@ encoder/decoder ("vqvae2d") and the PSNR/SSIM metrics, registered through the or
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from vqt_image.dataset import image_dataset
 from vqt_image.io import IMAGE_EXTENSIONS, read_image, write_image
 from vqt_image.metrics import psnr, ssim
@@ -10,6 +12,7 @@ from vqtoolkit.errors import VQTError
 from vqtoolkit.hookspecs import hookimpl
 from vqtoolkit.modality import Modality, check_numbers
 from vqtoolkit.nn.conv import ConvDecoder, ConvEncoder
+from vqtoolkit.ranges import AT_LEAST_ONE, NOT_NEGATIVE
 
 
 def _check_2d(downsample: list[int]) -> None:
@@ -24,10 +27,12 @@ class VQVAE2DEncoder(ConvEncoder):
         self,
         in_channels: int,
         latent_dim: int,
-        downsample: list[int] = (4, 4),  # factor per axis (H, W), powers of two
-        hidden: int = 256,  # channels of the hidden layers (256 in the paper)
-        res_blocks: int = 2,  # residual blocks after the strided convolutions
-        res_hidden: int = 0,  # hidden channels in residual blocks; 0 = same as `hidden`
+        downsample: list[Annotated[int, AT_LEAST_ONE]] = (4, 4),  # factor per axis (H, W), powers of two
+        hidden: Annotated[int, AT_LEAST_ONE] = 256,  # channels of the hidden layers (256 in the paper)
+        res_blocks: Annotated[int, NOT_NEGATIVE] = 2,  # residual blocks after the strided convolutions
+        res_hidden: Annotated[
+            int, NOT_NEGATIVE
+        ] = 0,  # hidden channels in residual blocks; 0 = same as `hidden`
     ):
         _check_2d(downsample)
         super().__init__(in_channels, latent_dim, downsample, hidden, res_blocks, res_hidden)
@@ -40,10 +45,10 @@ class VQVAE2DDecoder(ConvDecoder):
         self,
         out_channels: int,
         latent_dim: int,
-        downsample: list[int] = (4, 4),  # must match the encoder's
-        hidden: int = 256,
-        res_blocks: int = 2,  # residual blocks after the strided convolutions
-        res_hidden: int = 0,
+        downsample: list[Annotated[int, AT_LEAST_ONE]] = (4, 4),  # must match the encoder's
+        hidden: Annotated[int, AT_LEAST_ONE] = 256,
+        res_blocks: Annotated[int, NOT_NEGATIVE] = 2,  # residual blocks after the strided convolutions
+        res_hidden: Annotated[int, NOT_NEGATIVE] = 0,
     ):
         _check_2d(downsample)
         super().__init__(out_channels, latent_dim, downsample, hidden, res_blocks, res_hidden)

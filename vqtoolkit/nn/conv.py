@@ -7,8 +7,11 @@ elsewhere), so `downsample=[4, 4]` is the paper's image model and `[4, 4, 4]` Vi
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 from torch import Tensor, nn
+
+from vqtoolkit.ranges import AT_LEAST_ONE, NOT_NEGATIVE
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -42,10 +45,15 @@ class ConvEncoder(nn.Module):
         self,
         in_channels: int,
         latent_dim: int,
-        downsample: list[int] = (4, 4),  # factor per axis, powers of two; its length is the media rank
-        hidden: int = 256,  # channels of every hidden layer (256 in the paper)
-        res_blocks: int = 2,  # residual blocks after the strided convolutions
-        res_hidden: int = 0,  # hidden channels inside residual blocks; 0 = same as `hidden`
+        downsample: list[Annotated[int, AT_LEAST_ONE]] = (
+            4,
+            4,
+        ),  # factor per axis, powers of two; its length is the media rank
+        hidden: Annotated[int, AT_LEAST_ONE] = 256,  # channels of every hidden layer (256 in the paper)
+        res_blocks: Annotated[int, NOT_NEGATIVE] = 2,  # residual blocks after the strided convolutions
+        res_hidden: Annotated[
+            int, NOT_NEGATIVE
+        ] = 0,  # hidden channels inside residual blocks; 0 = same as `hidden`
     ):
         super().__init__()
         rank, conv = len(downsample), CONV[len(downsample)]
@@ -69,10 +77,10 @@ class ConvDecoder(nn.Module):
         self,
         out_channels: int,
         latent_dim: int,
-        downsample: list[int] = (4, 4),  # must match the encoder's
-        hidden: int = 256,
-        res_blocks: int = 2,  # residual blocks after the strided convolutions
-        res_hidden: int = 0,
+        downsample: list[Annotated[int, AT_LEAST_ONE]] = (4, 4),  # must match the encoder's
+        hidden: Annotated[int, AT_LEAST_ONE] = 256,
+        res_blocks: Annotated[int, NOT_NEGATIVE] = 2,  # residual blocks after the strided convolutions
+        res_hidden: Annotated[int, NOT_NEGATIVE] = 0,
     ):
         super().__init__()
         rank, conv, conv_t = len(downsample), CONV[len(downsample)], CONV_T[len(downsample)]

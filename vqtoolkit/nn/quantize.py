@@ -6,7 +6,7 @@ Latents are channel-first, (B, D, *grid) with a grid of rank 1, 2 or 3 (speech, 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.distributed as dist
@@ -15,6 +15,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from vqtoolkit.nn.base import Bottleneck, BottleneckOutput
+from vqtoolkit.ranges import AT_LEAST_ONE, BETA, FRACTION, NOT_NEGATIVE, POSITIVE
 
 # automatic chunking keeps each (rows x K) distance block below this many floats: 16 MB blocks measured
 # fastest on a CPU (larger ones fall out of cache); on a GPU fewer, larger blocks mean fewer kernel launches
@@ -208,21 +209,21 @@ class VectorQuantizer(Bottleneck):
     def __init__(
         self,
         dim: int,
-        codebook_size: int = 512,
-        beta: float = 0.25,
+        codebook_size: Annotated[int, AT_LEAST_ONE] = 512,
+        beta: Annotated[float, NOT_NEGATIVE] = 0.25,
         ema: bool = True,
-        decay: float = 0.99,
-        eps: float = 1e-5,
+        decay: Annotated[float, BETA] = 0.99,
+        eps: Annotated[float, POSITIVE] = 1e-5,
         kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        dead_code_steps: int = 0,
-        chunk_size: int = 0,
-        code_dim: int = 0,
+        kmeans_iters: Annotated[int, NOT_NEGATIVE] = 10,
+        dead_code_steps: Annotated[int, NOT_NEGATIVE] = 0,
+        chunk_size: Annotated[int, NOT_NEGATIVE] = 0,
+        code_dim: Annotated[int, NOT_NEGATIVE] = 0,
         normalize: bool = False,
         gradient: Literal["ste", "rotation"] = "ste",
-        dead_code_threshold: float = 0.0,
-        usage_decay: float = 0.9,
-        restart_pool: int = 0,
+        dead_code_threshold: Annotated[float, NOT_NEGATIVE] = 0.0,
+        usage_decay: Annotated[float, BETA] = 0.9,
+        restart_pool: Annotated[int, NOT_NEGATIVE] = 0,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -494,23 +495,23 @@ class ResidualVQ(Bottleneck):
     def __init__(
         self,
         dim: int,
-        num_quantizers: int = 4,
-        codebook_size: int = 512,
-        beta: float = 0.25,
+        num_quantizers: Annotated[int, AT_LEAST_ONE] = 4,
+        codebook_size: Annotated[int, AT_LEAST_ONE] = 512,
+        beta: Annotated[float, NOT_NEGATIVE] = 0.25,
         ema: bool = True,
-        decay: float = 0.99,
-        eps: float = 1e-5,
+        decay: Annotated[float, BETA] = 0.99,
+        eps: Annotated[float, POSITIVE] = 1e-5,
         kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        dead_code_steps: int = 0,
-        chunk_size: int = 0,
-        code_dim: int = 0,
+        kmeans_iters: Annotated[int, NOT_NEGATIVE] = 10,
+        dead_code_steps: Annotated[int, NOT_NEGATIVE] = 0,
+        chunk_size: Annotated[int, NOT_NEGATIVE] = 0,
+        code_dim: Annotated[int, NOT_NEGATIVE] = 0,
         normalize: bool = False,
         gradient: Literal["ste", "rotation"] = "ste",
-        quantizer_dropout: float = 0.0,
-        dead_code_threshold: float = 0.0,
-        usage_decay: float = 0.9,
-        restart_pool: int = 0,
+        quantizer_dropout: Annotated[float, FRACTION] = 0.0,
+        dead_code_threshold: Annotated[float, NOT_NEGATIVE] = 0.0,
+        usage_decay: Annotated[float, BETA] = 0.9,
+        restart_pool: Annotated[int, NOT_NEGATIVE] = 0,
     ) -> None:
         super().__init__()
         if not 0 <= quantizer_dropout <= 1:

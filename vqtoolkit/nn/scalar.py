@@ -9,6 +9,7 @@ All quantisation arithmetic runs in fp32, outside autocast.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from vqtoolkit.nn.quantize import (
     staged_usage,
     usage_from_counts,
 )
+from vqtoolkit.ranges import AT_LEAST_ONE, FRACTION, NOT_NEGATIVE, POSITIVE, Range
 
 MAX_CODES = 2**24  # implicit codebooks beyond this would make usage counts (and code files) unwieldy
 EXACT_ENTROPY_BITS = 12  # LFQ: the batch entropy over all 2^bits codes up to here, per bit beyond
@@ -70,7 +72,7 @@ class FSQ(Bottleneck):
     discrete = True
     residual = False
 
-    def __init__(self, dim: int, levels: list[int] = (8, 5, 5, 5)):
+    def __init__(self, dim: int, levels: list[Annotated[int, Range(2)]] = (8, 5, 5, 5)):
         super().__init__()
         levels = list(levels)
         if not levels or min(levels) < 2:
@@ -154,9 +156,9 @@ class ResidualFSQ(Bottleneck):
     def __init__(
         self,
         dim: int,
-        levels: list[int] = (8, 5, 5, 5),
-        num_quantizers: int = 4,
-        quantizer_dropout: float = 0.0,
+        levels: list[Annotated[int, Range(2)]] = (8, 5, 5, 5),
+        num_quantizers: Annotated[int, AT_LEAST_ONE] = 4,
+        quantizer_dropout: Annotated[float, FRACTION] = 0.0,
     ):
         super().__init__()
         if num_quantizers < 1 or not 0 <= quantizer_dropout <= 1:
@@ -265,11 +267,11 @@ class LFQ(Bottleneck):
     def __init__(
         self,
         dim: int,
-        bits: int = 10,
-        entropy_weight: float = 0.1,
-        diversity: float = 1.0,
-        commitment_weight: float = 0.25,
-        temperature: float = 0.01,
+        bits: Annotated[int, Range(1, 24)] = 10,
+        entropy_weight: Annotated[float, NOT_NEGATIVE] = 0.1,
+        diversity: Annotated[float, NOT_NEGATIVE] = 1.0,
+        commitment_weight: Annotated[float, NOT_NEGATIVE] = 0.25,
+        temperature: Annotated[float, POSITIVE] = 0.01,
     ):
         super().__init__()
         if not 1 <= bits <= 24:
