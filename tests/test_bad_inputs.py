@@ -467,6 +467,64 @@ BAD_RECIPES = {
     "python-tag": "not valid YAML",
     "os-system": "unknown encoder 'os.system'",
     "builtins-eval": "unknown bottleneck 'builtins.eval'",
+    # hostile YAML: aliases that expand exponentially, deep nesting, repeated keys
+    "billion-laughs": "expands to more than 10000 values",
+    "laughs-in-a-section": "expands to more than 10000 values",
+    "wide-alias-fan": "expands to more than 10000 values",
+    "self-merging-aliases": "expands to more than 10000 values",
+    "alias-of-a-huge-list": "expands to more than 10000 values",
+    "deep-lists": "nested too deeply to be a recipe",
+    "deep-mappings": "nested too deeply to be a recipe",
+    "nested-20": "nested deeper than 16 levels",
+    "nested-mappings-20": "nested deeper than 16 levels",
+    "deep-in-options": "nested deeper than 16 levels",
+    "duplicate-section": "duplicate key 'train'",
+    "duplicate-key": "duplicate key 'max_steps'",
+    "duplicate-component-option": "duplicate key 'hidden'",
+    "duplicate-quoted-key": "duplicate key 'lr'",
+    "duplicate-in-flow-mapping": "duplicate key 'name'",
+}
+
+
+def laughs(levels: int = 9, prefix: str = "") -> str:
+    lines = [f'{prefix}l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"{prefix}l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE_YAML = {
+    "billion-laughs": lambda text: laughs() + text,
+    "laughs-in-a-section": lambda text: text.replace("data:\n", "data:\n" + laughs(prefix="  "), 1),
+    "wide-alias-fan": lambda text: (
+        "x: &x [" + ", ".join(["1"] * 200) + "]\ny: [" + ", ".join(["*x"] * 100) + "]\n" + text
+    ),
+    "self-merging-aliases": lambda text: (
+        "a: &a {k0: 1, k1: 2}\n"
+        + "".join(
+            f"m{i}: &m{i} [{', '.join([f'*{p}' for p in (['a'] if i == 0 else [f'm{i - 1}'] * 12)])}]\n"
+            for i in range(5)
+        )  # fmt: skip
+        + text
+    ),
+    "alias-of-a-huge-list": lambda text: (
+        "big: &big [" + ", ".join(["0"] * 5000) + "]\nagain: [*big, *big, *big]\n" + text
+    ),
+    "deep-lists": lambda text: text + "extra: " + "[" * 3000 + "]" * 3000 + "\n",
+    "deep-mappings": lambda text: text + "extra: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n",
+    "nested-20": lambda text: text + "extra: " + "[" * 20 + "]" * 20 + "\n",
+    "nested-mappings-20": lambda text: text + "extra: " + "{a: " * 20 + "1" + "}" * 20 + "\n",
+    "deep-in-options": lambda text: text.replace(
+        "data:\n", "data:\n  deep: " + "[" * 20 + "]" * 20 + "\n", 1
+    ),
+    "duplicate-section": lambda text: text + "train:\n  max_steps: 3\n",
+    "duplicate-key": lambda text: text.replace("  max_steps: 600\n", "  max_steps: 600\n  max_steps: 3\n", 1),
+    "duplicate-component-option": lambda text: text.replace(
+        "  encoder: {name: vqvae2d", "  encoder: {hidden: 8, hidden: 9, name: vqvae2d", 1
+    ),
+    "duplicate-quoted-key": lambda text: text.replace("optim:\n", "optim:\n  'lr': 0.1\n  \"lr\": 0.2\n", 1),
+    "duplicate-in-flow-mapping": lambda text: text.replace(
+        "loss: {name: mse}", "loss: {name: mse, name: l1}", 1
+    ),
 }
 
 
@@ -492,6 +550,10 @@ def bad_recipe(kind: str, folder: Path) -> Path:
         path.write_text(text.replace("name: vqvae2d", "name: os.system", 1))
     elif kind == "builtins-eval":
         path.write_text(text.replace("name: vq\n", "name: builtins.eval\n", 1))
+    elif kind in HOSTILE_YAML:
+        hostile = HOSTILE_YAML[kind](text)
+        assert hostile != text, kind
+        path.write_text(hostile)
     return path
 
 

@@ -150,10 +150,14 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check: bool = True)
             f"{path}: not a text file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not UTF-8)"
         ) from None
     try:
+        node = yaml.compose(text, Loader=_YAMLLoader)
+        _check_node(node, path)  # before constructing: aliases and nesting could make it huge or deep
         raw = yaml.load(text, Loader=_YAMLLoader)
         if raw is None:
             raise RecipeError(f"{path}: empty recipe (a recipe is a mapping of sections: data, model, ...)")
-        lines = _key_lines(yaml.compose(text, Loader=_YAMLLoader), "") if raw else {}
+        lines = _key_lines(node, "") if raw else {}
+    except RecursionError:
+        raise RecipeError(f"{path}: nested too deeply to be a recipe") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -165,6 +169,35 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check: bool = True)
     if check:
         check_recipe(recipe, str(path), recipe_lines(lines, overrides))
     return recipe
+
+
+MAX_RECIPE_VALUES, MAX_RECIPE_DEPTH = 10_000, 16
+
+
+def _check_node(node: yaml.Node | None, path: Path) -> None:
+    """Refuse a YAML document that expands (through aliases) to more than MAX_RECIPE_VALUES values, nests
+    deeper than MAX_RECIPE_DEPTH, or repeats a key in one mapping (YAML would keep the last silently)."""
+    stack, count = [(node, 0)] if node is not None else [], 0
+    while stack:
+        current, depth = stack.pop()
+        count += 1
+        line = current.start_mark.line + 1
+        if count > MAX_RECIPE_VALUES:
+            raise RecipeError(f"{path}: expands to more than {MAX_RECIPE_VALUES} values (YAML aliases?)")
+        if depth > MAX_RECIPE_DEPTH:
+            raise RecipeError(f"{path}:{line}: nested deeper than {MAX_RECIPE_DEPTH} levels")
+        if isinstance(current, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in current.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name is not None and name != "<<" and name in first:
+                    where = f"{path}:{key.start_mark.line + 1}"
+                    raise RecipeError(f"{where}: duplicate key '{name}' (first at line {first[name]})")
+                if name is not None:
+                    first[name] = key.start_mark.line + 1
+                stack += [(key, depth + 1), (value, depth + 1)]
+        elif isinstance(current, yaml.SequenceNode):
+            stack += [(item, depth + 1) for item in current.value]
 
 
 def recipe_lines(lines: dict[str, int], overrides: list[str]) -> dict[str, int | str]:
