@@ -20,7 +20,10 @@ RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 def test_every_recipe_validates(recipe):
     result = run_vqt("validate", str(recipe.relative_to(ROOT)))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith(": ok")
+    assert re.fullmatch(
+        rf"{re.escape(str(recipe.relative_to(ROOT)))}: ok( \(\d+\.\d\d M parameters\))?",
+        result.stdout.strip(),
+    )
 
 
 def test_recipes_exist_for_each_kind():
@@ -92,6 +95,10 @@ def test_component_shorthand_and_override_into_it():
         ("model.encoder.hidden=-3", "model.encoder.hidden: expected an integer >= 1, got integer -3"),
         ("train.collapse_warning=2", "train.collapse_warning: expected a number in [0, 1], got integer 2"),
         ("data.num_workers=-2", "data.num_workers: expected an integer >= 0, got integer -2"),
+        ("train.device=gpu", "train.device: unknown device 'gpu' (auto, cpu, cuda, cuda:N, mps)"),
+        ("train.device=cuda:x", "train.device: unknown device 'cuda:x'"),
+        ("model.encoder.hidden=200000", "parameters, about 26822 GB to train"),
+        ("model.latent_dim=100000000", "GB to train (fp32 weights, gradients and AdamW moments)"),
         ("train.compile=3", "train.compile: expected true or false, got integer 3"),
         ("train.precision=fp16", "train.precision: expected one of 'fp32', 'bf16', got string 'fp16'"),
         ("optim.betas=[0.9]", "optim.betas: expected a list of 2 numbers in [0, 1), got list [0.9]"),

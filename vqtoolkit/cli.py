@@ -100,16 +100,22 @@ def plugins(show_all, as_json):
 @click.argument("recipe")
 @click.argument("overrides", nargs=-1)
 def validate(recipe, overrides):
-    """Check a recipe (and dotted overrides) without building anything.
+    """Check a recipe (and dotted overrides): names, types and ranges, and that the model would fit in
+    this machine's memory (it is built on the meta device, allocating nothing).
 
     \b
     Example:
       vqt validate recipes/image_vqvae.yaml train.max_steps=100 bottleneck.codebook_size=256
     """
     from vqtoolkit.config import load_recipe
+    from vqtoolkit.model import check_model_size
 
-    load_recipe(recipe, list(overrides))
-    click.echo(f"{recipe}: ok")
+    loaded = load_recipe(recipe, list(overrides))
+    if loaded.tokenizer:
+        click.echo(f"{recipe}: ok")
+        return
+    count = check_model_size(loaded, recipe)
+    click.echo(f"{recipe}: ok ({count / 1e6:.2f} M parameters)")
 
 
 @cli.command()

@@ -275,6 +275,10 @@ def check_recipe(recipe: Recipe, source: str = "recipe", lines: dict[str, int | 
     from vqtoolkit.plugins import registry
 
     where = _Where(source, lines or {})
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", recipe.train.device):
+        raise where.error(
+            "train.device", f"unknown device {recipe.train.device!r} (auto, cpu, cuda, cuda:N, mps)"
+        )
     if recipe.tokenizer:
         return _check_prior_recipe(recipe, where)
     try:

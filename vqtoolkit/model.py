@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from vqtoolkit.config import Recipe, instantiate
+from vqtoolkit.config import Recipe, RecipeError, instantiate
 from vqtoolkit.nn.base import Bottleneck, BottleneckOutput
 
 
@@ -72,3 +73,27 @@ def build_model(recipe: Recipe) -> Autoencoder:
         loss=instantiate("losses", model.loss, "model.loss", modality.loss),
         modality=recipe.data.modality,
     )
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_model_size(recipe: Recipe, source: str = "recipe") -> int:
+    """Build the recipe's model on the meta device (no memory) and refuse, in one line, one whose training
+    state (weights, gradients and two AdamW moments, fp32) would not fit in this machine's memory.
+    Returns the parameter count."""
+    try:
+        with torch.device("meta"):
+            model = build_model(recipe)
+    except (RuntimeError, OverflowError) as exc:  # e.g. a negative or absurd size a factory passed on
+        raise RecipeError(f"{source}: the model cannot be built: {str(exc).splitlines()[0][:200]}") from None
+    count = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    needed, available = 16 * count, memory_bytes()
+    if needed > available:
+        raise RecipeError(
+            f"{source}: the model has {count:.3g} parameters, about {needed / 2**30:.0f} GB to train "
+            f"(fp32 weights, gradients and AdamW moments); this machine has {available / 2**30:.0f} GB"
+        )
+    return count

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from vqtoolkit.config import Recipe, dump_recipe
 from vqtoolkit.errors import VQTError
-from vqtoolkit.model import Autoencoder
+from vqtoolkit.model import Autoencoder, check_model_size
 from vqtoolkit.progress import progress
 from vqtoolkit.threads import ENV as THREADS_ENV
 from vqtoolkit.train import distributed
@@ -102,6 +102,8 @@ class Trainer:
 
             self.objective = PriorObjective(recipe, self.device, self.ranks, self.run_dir)
         else:
+            if model is None:
+                check_model_size(recipe)  # refuse a model too big for this machine before allocating it
             self.objective = AutoencoderObjective(recipe, self.device, self.ranks, model)
         cuda = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
