@@ -148,12 +148,16 @@ class Tokenizer:
         Returns a note for the user ("" when there is nothing to say)."""
         refuse_input_as_output(out, [path])
         codes, meta = self.encode_file(path)
-        audio_codes, note = None, ""
+        # what the reader wants the user to know (the frame or track it used); not kept in the file
+        notes = [meta.media.pop("note", ""), meta.media.get("source", {}).pop("note", "")]
+        audio_codes = None
         if audio is not None:
             try:
                 audio_codes = audio.encode_file(path)
+                notes.append(audio_codes[1].media.get("source", {}).pop("note", ""))
             except VQTError as exc:
-                note = f"{path}: audio codes skipped ({str(exc).removeprefix(f'{path}: ')})"
+                notes.append(f"audio codes skipped ({str(exc).removeprefix(f'{path}: ')})")
+        note = "; ".join(f"{path}: {n}" for n in notes if n)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_codes(out, codes, meta, audio_codes)
         return note

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from einops import rearrange
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from vqtoolkit.errors import VQTError
@@ -29,6 +29,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CHANNEL_MODES = {1: "L", 3: "RGB"}
 WRITE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 IDX_UINT8 = 0x08
+# pixels read at most (4096 x 4096): a small PNG can claim 12000 x 12000 and decompress to gigabytes
+MAX_PIXELS = 2**24
+Image.MAX_IMAGE_PIXELS = None  # PIL's own, looser guard would word the refusal differently; ours comes first
 
 
 def _check_channels(channels: int) -> None:
@@ -73,14 +76,26 @@ def read_image(path: str | Path, channels: int = 1) -> tuple[Tensor, dict[str, A
     """Read a PNG, JPEG, BMP or WebP file as float32 (channels, H, W) in [0, 1].
 
     `channels` 1 converts to grey (PIL's 'L', ITU-R 601 luma), 3 to RGB; alpha is dropped.
-    16-bit grey PNGs keep their precision (scaled by 1/65535). Returns the image and
-    {"height": H, "width": W}.
+    16-bit grey PNGs keep their precision (scaled by 1/65535). The EXIF orientation is applied (a phone
+    photo comes out the right way up). An animated image gives its first frame. An image of more than
+    MAX_PIXELS pixels is refused before it is decompressed. Returns the image and
+    {"height": H, "width": W}, plus "note" when the user should know what was read (the first frame).
     """
     _check_channels(channels)
     path = Path(path)
+    note = ""
     with _reading_image(path):
-        with Image.open(path) as image:
-            image.load()
+        with Image.open(path) as opened:
+            if opened.width * opened.height > MAX_PIXELS:
+                raise VQTError(
+                    f"{path}: {opened.width} x {opened.height} pixels is more than vqt reads "
+                    f"({MAX_PIXELS:,} pixels); scale it down first"
+                )
+            frames = getattr(opened, "n_frames", 1)
+            if frames > 1:
+                note = f"animated image of {frames} frames: the first one was used"
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
             if image.mode in ("I", "I;16", "I;16B", "I;16L") and channels == 1:
                 array = np.asarray(image, dtype=np.float32) / 65535.0
             else:
@@ -88,7 +103,8 @@ def read_image(path: str | Path, channels: int = 1) -> tuple[Tensor, dict[str, A
     if array.ndim == 2:
         array = array[:, :, None]
     tensor = rearrange(torch.from_numpy(np.ascontiguousarray(array)), "h w c -> c h w")
-    return tensor, {"height": tensor.shape[1], "width": tensor.shape[2]}
+    meta = {"height": tensor.shape[1], "width": tensor.shape[2]}
+    return tensor, ({**meta, "note": note} if note else meta)
 
 
 def write_image(path: str | Path, image: Tensor, meta: dict[str, Any] | None = None) -> None:

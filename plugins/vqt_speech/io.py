@@ -66,11 +66,14 @@ def audio_info(path: str | Path) -> dict[str, Any]:
         stream = _audio_stream(container, path)
         duration = stream_duration(container, stream)
         context = stream.codec_context
-        return {
+        info = {
             "source_rate": context.sample_rate,
             "source_channels": context.layout.nb_channels,
             "duration_seconds": duration,
         }
+        if len(container.streams.audio) > 1:
+            info["note"] = f"{len(container.streams.audio)} audio tracks: the first one was used"
+        return info
 
 
 def _frame_samples(frame: av.AudioFrame) -> np.ndarray:

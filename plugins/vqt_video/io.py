@@ -65,7 +65,7 @@ def video_info(path: str | Path) -> dict[str, Any]:
     with _reading_video(path), av.open(str(path)) as container:
         stream = _video_stream(container, path)
         duration = stream_duration(container, stream)
-        return {
+        info = {
             "fps": _stream_fps(stream),
             "frames": stream.frames or None,
             "height": stream.codec_context.height,
@@ -73,6 +73,9 @@ def video_info(path: str | Path) -> dict[str, Any]:
             "has_audio": bool(container.streams.audio),
             "duration_seconds": duration,
         }
+        if len(container.streams.video) > 1:
+            info["note"] = f"{len(container.streams.video)} video tracks: the first one was used"
+        return info
 
 
 def _check_options(path: Path, size: list[int], fps: float) -> None:
