@@ -134,3 +134,31 @@ def test_every_hookspec_has_a_docstring():
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):
             assert ast.get_docstring(node), node.name
+
+
+def test_a_plugin_whose_hooks_raise_is_left_out_by_name_and_every_command_works(installed, tmp_path):
+    paths = [installed("vqt_raising"), installed("example")]
+    listing, stderr = plugins_json(*paths)
+    assert "warning: plugin 'raising' left out: its register_encoders hook raised RuntimeError" in stderr
+    assert listing["raising"]["error"].startswith("its register_encoders hook raised RuntimeError")
+    assert "registered" not in listing["raising"] and listing["example"]["registered"]["encoders"] == [
+        "patch"
+    ]
+    help_ = run_vqt("--help", pythonpath=paths)
+    assert help_.returncode == 0 and "train" in help_.stdout and "Traceback" not in help_.stderr
+    assert "its register_commands hook raised" in help_.stderr
+    recipe = run_vqt(
+        "validate", "recipes/image_vqvae.yaml", "model.encoder.name=half_registered", pythonpath=paths
+    )
+    assert (
+        recipe.returncode == 1 and "unknown encoder 'half_registered'" in recipe.stderr
+    )  # all of it left out
+
+
+def test_allowing_a_plugin_that_is_not_installed_is_a_warning(installed):
+    listing, stderr = plugins_json(installed("example"), env={"VQT_LOAD_PLUGINS": "example,no_such_plugin"})
+    assert (
+        "warning: VQT_LOAD_PLUGINS names 'no_such_plugin', which is not an installed vqtoolkit plugin"
+        in stderr
+    )
+    assert listing["example"]["registered"]["encoders"] == ["patch"]

@@ -72,8 +72,9 @@ def plugins(show_all, as_json):
     """
     from vqtoolkit.plugins import DEFAULT_PLUGINS, failed_plugins, plugin_names, registries
 
-    listing = {name: {} for name in plugin_names(builtins=show_all)}
-    for kind, registry in registries().items():
+    regs = registries()  # first: a plugin whose hook raises is left out there
+    listing = {name: {} for name in plugin_names(builtins=show_all) if name not in failed_plugins}
+    for kind, registry in regs.items():
         for entry in registry:
             if entry.plugin in listing:
                 listing[entry.plugin].setdefault(kind, []).append(entry.name)
@@ -400,12 +401,12 @@ def sample_command(run_dir, prior_dir, count, output, temperature, seed, naive, 
 def main():
     import os
 
-    from vqtoolkit.plugins import load_plugins, pm
+    from vqtoolkit.plugins import load_plugins, register_commands
 
     # A shell asking for completions (vqt completion) runs vqt at every TAB: the built-in plugins add
     # no commands, and loading them would cost torch's import each time.
     load_plugins(builtins="_VQT_COMPLETE" not in os.environ)
-    pm.hook.register_commands(cli=cli)
+    register_commands(cli)
     cli(prog_name="vqt", obj={"choose_threads": True})
 
 

@@ -11,7 +11,7 @@ from functools import cache
 import pluggy
 
 from vqtoolkit import hookspecs
-from vqtoolkit.registry import KINDS, Registry
+from vqtoolkit.registry import KINDS, DuplicateNameError, Registry
 
 DEFAULT_PLUGINS = ("vqtoolkit.builtins", "vqt_image", "vqt_speech", "vqt_video")
 
@@ -51,6 +51,14 @@ def load_plugins(builtins: bool = True) -> None:
                 failed_plugins[ep.name] = f"{type(exc).__name__}: {exc}"
     for name, why in failed_plugins.items():
         print(f"warning: plugin '{name}' failed to load: {why}", file=sys.stderr)
+    distributions = list(importlib.metadata.distributions())
+    known = {dist.metadata["name"] for dist in distributions}
+    known |= {ep.name for dist in distributions for ep in dist.entry_points if ep.group == "vqtoolkit"}
+    for name in sorted(allow - known - set(DEFAULT_PLUGINS)):
+        print(
+            f"warning: VQT_LOAD_PLUGINS names '{name}', which is not an installed vqtoolkit plugin",
+            file=sys.stderr,
+        )
 
 
 def plugin_names(builtins: bool = True) -> list[str]:
@@ -63,10 +71,40 @@ def registries() -> dict[str, Registry]:
     """Call every `register_<kind>` hook once, one plugin at a time so each entry knows its plugin."""
     load_plugins()
     regs = {kind: Registry(kind) for kind in KINDS}
+    broken: dict[str, str] = {}
     for kind, registry in regs.items():
         for impl in getattr(pm.hook, f"register_{kind}").get_hookimpls():
-            impl.function(register=registry.registrar(impl.plugin_name))
+            if impl.plugin_name in broken:
+                continue
+            try:
+                impl.function(register=registry.registrar(impl.plugin_name))
+            except DuplicateNameError:
+                raise  # two plugins claim one name: the user must choose (VQT_LOAD_PLUGINS)
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug leaves that plugin out, not the toolkit
+                broken[impl.plugin_name] = (
+                    f"its register_{kind} hook raised {type(exc).__name__}: {first_line(exc)}"
+                )
+    for name, why in broken.items():
+        for registry in regs.values():
+            registry.drop_plugin(name)
+        failed_plugins[name] = why
+        print(f"warning: plugin '{name}' left out: {why}", file=sys.stderr)
     return regs
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+
+
+def register_commands(cli) -> None:
+    """Every plugin's `register_commands` hook; one that raises is reported and left out."""
+    for impl in pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:  # noqa: BLE001
+            failed_plugins[impl.plugin_name] = f"its register_commands hook raised {first_line(exc)}"
+            print(f"warning: plugin '{impl.plugin_name}' left out: {failed_plugins[impl.plugin_name]}",
+                  file=sys.stderr)  # fmt: skip
 
 
 def registry(kind: str) -> Registry:

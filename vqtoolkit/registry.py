@@ -58,6 +58,10 @@ class Registry:
 
         return register
 
+    def drop_plugin(self, plugin: str) -> None:
+        """Leave out everything `plugin` registered (it failed part way)."""
+        self._entries = {name: e for name, e in self._entries.items() if e.plugin != plugin}
+
     def entry(self, name: str, key: str | None = None) -> Entry:
         if name not in self._entries:
             where = f"{key}: " if key else ""
