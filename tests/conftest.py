@@ -25,13 +25,15 @@ def run_vqt(
     environment["PYTHONPATH"] = os.pathsep.join(
         [str(p) for p in pythonpath] + [environment.get("PYTHONPATH", "")]
     )
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "vqtoolkit", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=cwd or ROOT,
-        timeout=timeout,
+    return no_internal_error(
+        subprocess.run(
+            [*prefix, sys.executable, "-m", "vqtoolkit", *args],
+            capture_output=True,
+            text=True,
+            env=environment,
+            cwd=cwd or ROOT,
+            timeout=timeout,
+        )
     )
 
 
@@ -44,7 +46,15 @@ def vqt(*args: str) -> subprocess.CompletedProcess:
     result = CliRunner().invoke(cli, [str(a) for a in args])
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+    completed = subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+    return no_internal_error(completed)
+
+
+def no_internal_error(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Fail the test on an exception that escaped a command (the CLI prints it as an internal error)."""
+    assert "error: internal error:" not in result.stderr, result.stderr
+    assert "Traceback (most recent call last)" not in result.stderr or "--debug" in result.args, result.stderr
+    return result
 
 
 def pip_install(package: Path, target: Path) -> Path:

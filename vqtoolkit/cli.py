@@ -13,21 +13,38 @@ from vqtoolkit.memory import fix_mmap_threshold
 
 
 class Group(click.Group):
-    """Turns user mistakes (VQTError, missing files) into one line and exit code 1, unless --debug."""
+    """Turns user mistakes (VQTError, missing files) into one line and exit code 1, unless --debug; any
+    other exception is a bug, also one line, that says so."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (VQTError, OSError) as exc:
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every exception that escapes a command ends here
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            message = str(exc) if isinstance(exc, VQTError) else _os_error(exc)
-            click.echo(f"error: {message}", err=True)
+            click.echo(f"error: {one_line(error_message(exc))}", err=True)
             sys.exit(1)
 
 
-def _os_error(exc: OSError) -> str:
-    return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, VQTError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory (a smaller batch, chunk or input would fit)"
+    first = (str(exc).strip() or "no message").splitlines()[0][:300]
+    return (
+        f"internal error: {type(exc).__name__}: {first} (a bug in vqt; rerun with --debug for the traceback)"
+    )
+
+
+def one_line(message: str) -> str:
+    """A message as exactly one line: newlines and other control characters (a file name may hold
+    them) are shown escaped, so that nothing can split the line or forge another `error:` line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -315,7 +332,7 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir, codebooks):
     if len(files) == 1:  # one input: its error, if any, is the one line the user sees
         target = output if output.suffix == ".codes" else output / (files[0].stem + ".codes")
         note = tokenizer.tokenize(files[0], target, audio)
-        click.echo(f"note: {note}" if note else f"wrote {target}", err=True)
+        click.echo(one_line(f"note: {note}" if note else f"wrote {target}"), err=True)
         return
     failures = 0
     targets = codes_targets(files, output)  # refuses two inputs that would share a codes file
@@ -324,10 +341,10 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir, codebooks):
         try:
             note = tokenizer.tokenize(path, target, audio)
             if note:
-                tqdm.write(f"note: {note}", file=sys.stderr)
+                tqdm.write(one_line(f"note: {note}"), file=sys.stderr)
         except VQTError as exc:
             failures += 1
-            tqdm.write(f"error: {exc}", file=sys.stderr)
+            tqdm.write(one_line(f"error: {exc}"), file=sys.stderr)
     written = len(files) - failures
     click.echo(f"wrote {written} codes file{'s' * (written != 1)} to {output}", err=True)
     if failures:
@@ -364,7 +381,7 @@ def decode(codes, run_dir, output, device, audio_run_dir):
     audio = Tokenizer.load(audio_run_dir, device) if audio_run_dir else None
     note = Tokenizer.load(run_dir, device).decode_file(Path(codes), Path(output), audio)
     if note:
-        click.echo(f"note: {note}", err=True)
+        click.echo(one_line(f"note: {note}"), err=True)
     click.echo(f"wrote {output}", err=True)
 
 

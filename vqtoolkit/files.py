@@ -21,7 +21,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
 def atomic_write_all(files: list[tuple[Path, Callable[[str], None]]]) -> None:
     """Several files written as `atomic_write` does, all synced before the first rename: a crash can leave
     some old and some new only in the moment between two renames, which happen in the order given."""
-    temporaries = []
+    temporaries, path = [], None
     try:
         for path, write in files:
             fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
@@ -33,6 +33,8 @@ def atomic_write_all(files: list[tuple[Path, Callable[[str], None]]]) -> None:
                 os.fsync(f.fileno())
         for (path, _), tmp in zip(files, temporaries):
             os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a read-only folder: name the user's file, not the temporary one
+        raise VQTError(f"{path}: cannot write it ({exc.strerror or exc})") from None
     finally:
         for tmp in temporaries:
             if os.path.exists(tmp):
