@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 results[f"{method} {side}"] = result
                 rows.append((method, side, result))
+                print(f"{method} {side}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}, codes used "
+                      f"{result['codebook_used_fraction']:.1%}", file=sys.stderr, flush=True)  # fmt: skip
     print("| method | implementation | PSNR dB | SSIM | codes used | perplexity | train s |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for method, side, r in rows:

@@ -76,6 +76,14 @@ def test_lfq_entropies_by_hand():
     assert batch.item() == pytest.approx(13 * math.log(2))
 
 
+def test_lfq_gradients_stay_finite_where_the_codes_are_certain():
+    for bits in (4, 14):  # the exact batch entropy and the per-bit one
+        z = torch.tensor([[50.0] * bits, [-50.0] * bits, [0.0] * bits], requires_grad=True)
+        sample, batch = lfq_entropies(z, temperature=0.01)
+        (sample - batch).backward()
+        assert torch.isfinite(z.grad).all() and torch.isfinite(sample) and torch.isfinite(batch)
+
+
 def test_lfq_codes_are_the_sign_bits_and_its_loss_rewards_spread_codes():
     lfq = LFQ(3, bits=3)
     z = torch.tensor([[[0.5], [-0.2], [0.1]]])  # bits 1, 0, 1 -> code 1 + 4

@@ -222,9 +222,17 @@ class ResidualFSQ(Bottleneck):
         return staged_usage([stage.usage_stats() for stage in self.stages])
 
 
-def binary_entropy(p: Tensor) -> Tensor:
-    """Entropy in nats of Bernoulli(p), elementwise."""
-    return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
+def binary_entropy(p: Tensor, eps: float = 1e-6) -> Tensor:
+    """Entropy in nats of Bernoulli(p), elementwise; p is kept within [eps, 1 - eps] so that the gradient
+    stays finite where p saturates."""
+    p = p.clamp(eps, 1 - eps)
+    return -(p * p.log() + (1 - p) * (1 - p).log())
+
+
+def logit_entropy(logits: Tensor) -> Tensor:
+    """Entropy in nats of Bernoulli(sigmoid(a)), from a directly: finite value and gradient for any a."""
+    p = torch.sigmoid(logits)
+    return p * F.softplus(-logits) + (1 - p) * F.softplus(logits)
 
 
 def lfq_entropies(z: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
@@ -237,15 +245,14 @@ def lfq_entropies(z: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
     entropies (an upper bound, as in BSQ).
     """
     bits = z.shape[-1]
-    p_one = torch.sigmoid(4 * z.reshape(-1, bits) / temperature)
-    per_sample = binary_entropy(p_one).sum(-1).mean()
+    logits = 4 * z.reshape(-1, bits) / temperature
+    per_sample = logit_entropy(logits).sum(-1).mean()
     if bits > EXACT_ENTROPY_BITS:
-        return per_sample, binary_entropy(p_one.mean(0)).sum()
+        return per_sample, binary_entropy(torch.sigmoid(logits).mean(0)).sum()
     table = (torch.arange(2**bits, device=z.device)[:, None] >> torch.arange(bits, device=z.device)) & 1
-    log_p = F.logsigmoid(4 * z.reshape(-1, bits) / temperature)
-    log_q = F.logsigmoid(-4 * z.reshape(-1, bits) / temperature)
+    log_p, log_q = F.logsigmoid(logits), F.logsigmoid(-logits)
     joint = (log_p @ table.float().T + log_q @ (1 - table).float().T).exp().mean(0)  # (2^bits,)
-    return per_sample, -torch.special.xlogy(joint, joint).sum()
+    return per_sample, -(joint * joint.clamp(min=1e-12).log()).sum()
 
 
 class LFQ(Bottleneck):
