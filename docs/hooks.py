@@ -129,6 +129,9 @@ def type_name(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or hint is inspect.Parameter.empty:
         return "any"
+    if origin is typing.Annotated:  # a range: "int >= 1", "float in [0, 1)"
+        ranges = [r.describe() for r in hint.__metadata__ if hasattr(r, "describe")]
+        return " ".join([type_name(args[0]), *ranges])
     if origin is Literal:
         return " or ".join(f'`"{a}"`' if isinstance(a, str) else f"`{a}`" for a in args)
     if origin in (typing.Union, types.UnionType):
@@ -198,7 +201,7 @@ def recipe_rows(cls, prefix: str) -> list[list[str]]:
     from vqtoolkit.config import Component
     from vqtoolkit.registry import SINGULAR
 
-    hints, docs, rows = typing.get_type_hints(cls), field_docs(cls), []
+    hints, docs, rows = typing.get_type_hints(cls, include_extras=True), field_docs(cls), []
     for f in dataclasses.fields(cls):
         key, hint, default = prefix + f.name, hints[f.name], _default(f)
         if is_section(hint):

@@ -147,7 +147,8 @@ def test_threads_come_from_the_flag_the_recipe_the_environment_or_the_free_cores
 
     def threads(*args, env=None, recipe=()):
         result = subprocess.run(
-            [sys.executable, "-m", "vqtoolkit", *args, "train", "recipes/image_vqvae.yaml", *quick, *recipe,
+            [sys.executable, "-m", "vqtoolkit", *args, "train", "--overwrite", "recipes/image_vqvae.yaml",
+             *quick, *recipe,
              f"train.out_dir={tmp_path / 'run'}"],
             capture_output=True, text=True, env={**plain, **(env or {})}, cwd=ROOT,
         )  # fmt: skip

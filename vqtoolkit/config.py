@@ -67,28 +67,24 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    max_steps: Annotated[int, AT_LEAST_ONE] = (
-        1000  # optimisation steps; `vqt train --resume RUN train.max_steps=N` extends a run
-    )
-    batch_size: Annotated[int, AT_LEAST_ONE] = (
-        32  # examples per step (over all processes when training data-parallel)
-    )
+    # optimisation steps; `vqt train --resume RUN train.max_steps=N` extends a run
+    max_steps: Annotated[int, AT_LEAST_ONE] = 1000
+    # examples per step (over all processes when training data-parallel)
+    batch_size: Annotated[int, AT_LEAST_ONE] = 32
     device: str = "auto"  # auto = cuda when present, else cpu
     out_dir: str = "runs/run"  # the run directory: config, weights, metrics, pictures, checkpoint
     seed: int = 0  # seeds the model initialisation and the data order
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast applies on CUDA only
-    threads: Annotated[int, NOT_NEGATIVE] = (
-        0  # CPU threads for torch; 0 = OMP_NUM_THREADS, else the free cores (`vqt --threads`)
-    )
+    # CPU threads for torch; 0 = OMP_NUM_THREADS, else the free cores (`vqt --threads`)
+    threads: Annotated[int, NOT_NEGATIVE] = 0
     compile: bool = False  # torch.compile the model
     channels_last: bool = False  # channels-last memory format for images and video (faster on GPUs)
     log_every: Annotated[int, AT_LEAST_ONE] = 10  # steps between records in metrics.jsonl
     eval_every: Annotated[int, NOT_NEGATIVE] = 0  # 0 = only at the end
     # steps between reconstruction pictures recon_*.png; 0 = only at the end
     picture_every: Annotated[int, NOT_NEGATIVE] = 200
-    checkpoint_every: Annotated[int, NOT_NEGATIVE] = (
-        200  # steps between resumable checkpoints; 0 = at the end
-    )
+    # steps between resumable checkpoints; 0 = at the end
+    checkpoint_every: Annotated[int, NOT_NEGATIVE] = 200
     # steps between copies of the weights kept as snapshots/model_<step>.safetensors (for learning
     # curves); 0 = none
     snapshot_every: Annotated[int, NOT_NEGATIVE] = 0
@@ -111,9 +107,8 @@ class AdversarialConfig:
     weight: Annotated[float, NOT_NEGATIVE] = 1.0  # of the generator's adversarial loss
     # of feature matching: L1 between the discriminators' maps of real and fake
     feature_weight: Annotated[float, NOT_NEGATIVE] = 2.0
-    start_step: Annotated[int, NOT_NEGATIVE] = (
-        0  # steps of reconstruction loss alone before the discriminators
-    )
+    # steps of reconstruction loss alone before the discriminators
+    start_step: Annotated[int, NOT_NEGATIVE] = 0
     # the discriminators' optimizer (AdamW) and schedule; its warm-up counts from start_step
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=2e-4, betas=(0.8, 0.99), grad_clip=10.0)

@@ -29,8 +29,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CHANNEL_MODES = {1: "L", 3: "RGB"}
 WRITE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 IDX_UINT8 = 0x08
-# pixels read at most (4096 x 4096): a small PNG can claim 12000 x 12000 and decompress to gigabytes
-MAX_PIXELS = 2**24
+# pixels read at most (8192 x 8192; 8K video frames fit): a small PNG can claim 65000 x 65000 and
+# decompress to gigabytes
+MAX_PIXELS = 2**26
 Image.MAX_IMAGE_PIXELS = None  # PIL's own, looser guard would word the refusal differently; ours comes first
 
 
