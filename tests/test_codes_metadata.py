@@ -77,3 +77,28 @@ def test_tampered_media_metadata_is_one_line_naming_the_codes_file(codes_of, mod
         result = vqt("decode", path, "--model", run, "-o", out)
         assert_one_line_error(result, path, problem)
         assert not out.exists()
+
+
+def test_a_codes_file_is_read_no_further_than_its_header_says(codes_of, tmp_path):
+    run, good = codes_of["image"]
+    data = good.read_bytes()
+    header_length = int.from_bytes(data[:8], "little")
+    cases = {
+        "trailing.codes": (
+            data + b"\0" * 4096,
+            f"describes {len(data)} bytes, the file has {len(data) + 4096}",
+        ),
+        "cut.codes": (data[:-3], f"describes {len(data)} bytes, the file has {len(data) - 3}"),
+        "huge-header.codes": ((2**40).to_bytes(8, "little") + data[8:], f"header claims {2**40} bytes"),
+        "header-past-end.codes": ((len(data)).to_bytes(8, "little") + data[8:], "header claims"),
+        "no-header.codes": (data[:5], "header claims"),
+        "header-not-json.codes": (
+            data[:8] + b"x" * header_length + data[8 + header_length :],
+            "not a readable",
+        ),
+    }
+    for name, (content, problem) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        result = vqt("decode", path, "--model", run, "-o", tmp_path / "out.png")
+        assert_one_line_error(result, path, problem)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -37,13 +38,42 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     """Tensors and metadata of a safetensors file; anything else (a pickle planted as a checkpoint) is
     refused unread. Read as bytes, so any file name works (safetensors' own paths must be UTF-8)."""
     try:
-        data = Path(path).read_bytes()
+        data = _bounded_read(Path(path))
         tensors = load_bytes(data)
         return tensors, _header_metadata(data[8 : 8 + int.from_bytes(data[:8], "little")])
     except FileNotFoundError:
         raise VQTError(f"{path}: file not found") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise VQTError(f"{path}: not a valid safetensors file, refusing to load it ({_line(exc)})") from None
+
+
+MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit
+
+
+def _bounded_read(path: Path) -> bytes:
+    """The file's bytes, read no further than its header says the data goes; the header's claims are
+    checked against the file's size before anything is allocated for the data."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        header_length = int.from_bytes(f.read(8), "little")
+        if size < 8 or header_length > min(size - 8, MAX_HEADER_BYTES):
+            raise ValueError(f"its header claims {header_length} bytes, the file has {size}")
+        header = json.loads(f.read(header_length))
+        if not isinstance(header, dict):
+            raise ValueError("its header is not a mapping")
+        ends = [0]
+        for name, info in header.items():
+            offsets = info.get("data_offsets") if isinstance(info, dict) and name != "__metadata__" else None
+            if name != "__metadata__" and not (
+                isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+            ):
+                raise ValueError(f"tensor {str(name)[:50]!r} has no valid data offsets")
+            ends.append(offsets[1] if offsets else 0)
+        total = 8 + header_length + max(ends)
+        if total != size:
+            raise ValueError(f"its header describes {total} bytes, the file has {size}")
+        f.seek(0)
+        return f.read(total)
 
 
 def _header_metadata(header: bytes) -> dict[str, str]:
