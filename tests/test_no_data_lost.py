@@ -54,3 +54,14 @@ def test_training_into_a_run_directory_refuses_unless_resume_or_overwrite(tmp_pa
     assert resumed.returncode == 0 and json.loads(resumed.stdout)["step"] == 3
     fresh = vqt("train", "--overwrite", ROOT / "recipes/image_vqvae.yaml", *quick)
     assert fresh.returncode == 0 and json.loads(fresh.stdout)["step"] == 2
+
+
+def test_temporary_files_left_by_a_killed_process_are_ignored(tiny_image_run, tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    write_image(folder / "shirt.png", image_dataset("", "test", 1)[0])
+    (folder / ".shirt.png.4242.tmp").write_bytes((folder / "shirt.png").read_bytes()[:40])  # a killed write
+    (folder / ".coat.png.x1y2.tmp").write_bytes(b"\x89PNG")
+    result = vqt("tokenize", folder, "--model", tiny_image_run, "-o", tmp_path / "codes")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "codes").iterdir()) == ["shirt.codes"]
