@@ -48,6 +48,23 @@ def test_chunked_codes_match_whole_file_codes_on_60_seconds(tiny_speech_run, tmp
     assert meta.chunking["context"] >= 64  # the encoder's receptive field reaches past one code
 
 
+def test_chunked_latents_equal_whole_file_latents_at_every_seam(tiny_speech_run, tmp_path):
+    """Stricter than the codes: the encoder's continuous output, chunk by chunk with its context on both
+    sides, equals one pass over the whole clip up to float rounding, at every position."""
+    from vqt_speech.io import stream_audio
+
+    from vqtoolkit.stream import encode_stream
+
+    clip = real_speech(tmp_path / "clip.wav", 20)
+    tokenizer = Tokenizer.load(tiny_speech_run, "cpu")
+    encoder, context = tokenizer.model.encoder, tokenizer.context[0]
+    with torch.no_grad():
+        whole = encoder(read_audio(clip)[0][None])[0]
+        chunked, _ = encode_stream(encoder, stream_audio(clip, chunk=64 * 25), 64, 64 * 25, context, "cpu")
+    assert chunked.shape == whole.shape
+    assert torch.allclose(chunked, whole, atol=1e-5), (chunked - whole).abs().max()
+
+
 def test_chunked_decoding_has_no_seams_and_restores_the_exact_length(tiny_speech_run, tmp_path):
     clip = real_speech(tmp_path / "clip.wav", 7.3337)
     tokenizer = Tokenizer.load(tiny_speech_run, "cpu")

@@ -91,6 +91,10 @@ def test_tampered_codes_are_rejected_before_decoding(tiny_image_run, tmp_path):
     cases = {
         "shape.codes": ({"codes": codes[:4]}, meta, "but the metadata says [8, 7]"),
         "range.codes": ({"codes": codes + 40}, meta, "outside [0, 32)"),
+        # the edges: one code equal to the codebook size, one below 0; both must be caught
+        "size.codes": ({"codes": codes.index_fill(1, torch.tensor([0]), 32)}, meta, "outside [0, 32)"),
+        "negative.codes": ({"codes": codes.index_fill(1, torch.tensor([0]), -1)}, meta, "outside [0, 32)"),
+        "newer.codes": ({"codes": codes}, {**meta, "version": "2"}, "codes format version 2 is newer"),
         "modality.codes": ({"codes": codes}, {**meta, "modality": '"speech"'}, "holds speech codes"),
         "plain.codes": ({"codes": codes}, {}, "not a vqtoolkit codes file"),
     }
