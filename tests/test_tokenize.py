@@ -95,6 +95,11 @@ def test_tampered_codes_are_rejected_before_decoding(tiny_image_run, tmp_path):
         "size.codes": ({"codes": codes.index_fill(1, torch.tensor([0]), 32)}, meta, "outside [0, 32)"),
         "negative.codes": ({"codes": codes.index_fill(1, torch.tensor([0]), -1)}, meta, "outside [0, 32)"),
         "newer.codes": ({"codes": codes}, {**meta, "version": "2"}, "codes format version 2 is newer"),
+        "rank.codes": (
+            {"codes": codes},
+            {**meta, "original_shape": "[30]"},
+            "original_shape [30] and latent_grid",
+        ),
         "modality.codes": ({"codes": codes}, {**meta, "modality": '"speech"'}, "holds speech codes"),
         "plain.codes": ({"codes": codes}, {}, "not a vqtoolkit codes file"),
     }
