@@ -83,6 +83,8 @@ def test_component_shorthand_and_override_into_it():
         ("train.batch_size=0", "train.batch_size: expected an integer >= 1, got integer 0"),
         ("train.log_every=0", "train.log_every: expected an integer >= 1, got integer 0"),
         ("optim.lr=.nan", "optim.lr: expected a number > 0, got number nan"),
+        ("optim.lr=true", "optim.lr: expected a number > 0, got boolean True"),
+        ("bottleneck.beta=false", "bottleneck.beta: expected a number >= 0, got boolean False"),
         ("optim.lr=-0.001", "optim.lr: expected a number > 0, got number -0.001"),
         ("optim.betas=[0.9,1.0]", "optim.betas: expected a list of 2 numbers in [0, 1), got list [0.9, 1.0]"),
         (
