@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import re
 import selectors
 import signal
 import subprocess
@@ -37,7 +38,34 @@ READERS = {  # seed suffix -> readers that take it
     "audio": ("read_audio", "stream_audio", "audio_info"),
     "video": ("read_video", "stream_video", "video_info", "read_audio"),
     "codes": ("read_codes",),
+    "codes-meta": ("read_codes",),  # a codes file whose metadata values are replaced by hostile ones
+    "recipe": ("validate_recipe",),  # a shipped recipe with hostile values or mangled text
 }
+STRUCTURED = ("codes-meta", "recipe")  # mutated by value, not by byte
+HOSTILE = [
+    -1,
+    0,
+    2**63,
+    -(2**63),
+    1e308,
+    float("nan"),
+    float("inf"),
+    "x",
+    "",
+    True,
+    None,
+    [],
+    {},
+    [[[[1]]]],
+    {"a": {"b": {"c": 1}}},
+    "a" * 5000,
+    [1] * 1000,
+    0.5,
+    -0.5,
+    "16000",
+    [2, "x"],
+    {"name": "os.system"},
+]
 
 
 # ---------------------------------------------------------------- the worker (a separate process)
@@ -69,7 +97,18 @@ def reader_function(name: str):
         "stream_video": lambda p: sum(piece.shape[1] for piece in stream_video(p, chunk=16)),
         "video_info": video_info,
         "read_codes": read_codes_with_audio,
+        "validate_recipe": _validate_recipe,
     }[name]
+
+
+def _validate_recipe(path: Path) -> None:
+    """What `vqt validate` does: load and check the recipe, then size its model on the meta device."""
+    from vqtoolkit.config import load_recipe
+    from vqtoolkit.model import check_model_size
+
+    recipe = load_recipe(path)
+    if not recipe.tokenizer:
+        check_model_size(recipe, str(path))
 
 
 def worker() -> None:
@@ -86,7 +125,8 @@ def worker() -> None:
             answer = {"outcome": "ok"}
         except VQTError as exc:
             message = str(exc)
-            named = message.startswith(f"{path}: ") and "\n" not in message
+            # the file named first, with a line number for recipes ("recipe.yaml:12: ...")
+            named = re.match(rf"{re.escape(str(path))}(:\d+)?: ", message) is not None and "\n" not in message
             answer = {"outcome": "clean error" if named else "unexpected", "detail": message[:300]}
         except Exception as exc:  # noqa: BLE001 - the point: anything else is a reader bug
             answer = {"outcome": "unexpected", "detail": f"{type(exc).__name__}: {str(exc)[:300]}"}
@@ -217,7 +257,45 @@ def make_seeds(folder: Path) -> list[tuple[str, Path]]:
     audio = (torch.randint(0, 16, (2, 4)), audio_meta)
     write_codes(folder / "picture.codes", torch.randint(0, 32, (6, 5)), meta, audio)
     seeds.append(("codes", folder / "picture.codes"))
+    seeds.append(("codes-meta", folder / "picture.codes"))
+    for name in ("image_vqvae", "speech_vqvae", "video_vqvae", "image_prior"):
+        seeds.append(("recipe", ROOT / "recipes" / f"{name}.yaml"))
     return seeds
+
+
+def mutate_structured(kind: str, data: bytes, rng: random.Random) -> bytes:
+    """Replace one value deep inside a codes file's metadata or a recipe with a hostile one (half the
+    recipe cases mutate its text by byte instead)."""
+    import yaml
+    from safetensors.torch import load as load_bytes
+    from safetensors.torch import save as save_bytes
+
+    value = rng.choice(HOSTILE)
+    if kind == "recipe":
+        if rng.random() < 0.5:
+            return mutate(data, rng)
+        tree = yaml.safe_load(data)
+        node = tree
+        while isinstance(node, dict) and node and rng.random() < 0.7:
+            key = rng.choice(list(node))
+            if not isinstance(node[key], dict):
+                break
+            node = node[key]
+        if isinstance(node, dict):
+            node[rng.choice([*node, "extra"]) if node else "extra"] = value
+        return yaml.safe_dump(tree).encode()
+    tensors = load_bytes(data)
+    header_length = int.from_bytes(data[:8], "little")
+    metadata = json.loads(data[8 : 8 + header_length])["__metadata__"]
+    key = rng.choice(list(metadata))
+    if key in ("media", "chunking", "audio") and rng.random() < 0.5:  # deep inside a mapping
+        inner = json.loads(metadata[key])
+        if isinstance(inner, dict) and inner:
+            inner[rng.choice(list(inner))] = value
+        metadata[key] = json.dumps(inner)
+    else:
+        metadata[key] = json.dumps(value) if rng.random() < 0.8 else str(value)
+    return save_bytes(tensors, metadata=metadata)
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
@@ -266,7 +344,12 @@ def fuzz(cases: int, seed: int, timeout: float, log=print) -> dict:
                 target = temp / f"case{index % 8}{source.suffix}"
                 if source.name.endswith(".gz"):
                     target = temp / f"case{index % 8}-{source.name}"
-                target.write_bytes(mutate(originals[source], rng))
+                mutated = (
+                    mutate_structured(kind, originals[source], rng)
+                    if kind in STRUCTURED
+                    else mutate(originals[source], rng)
+                )
+                target.write_bytes(mutated)
                 answer = worker.run(reader, target)
                 counts[reader][answer["outcome"]] += 1
                 if answer["outcome"] not in ("ok", "clean error"):

@@ -47,7 +47,10 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
         # FFmpeg opens a still image (say a PNG named .mp4) as a one-frame video: refuse, it is not one
         kind = container.format.name.removesuffix("_pipe").upper()
         raise VQTError(f"{path}: holds a still image ({kind}), not a video")
-    return container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:  # a damaged header can name a codec FFmpeg has no decoder for
+        raise VQTError(f"{path}: its video stream has no decoder (a damaged or unknown codec)")
+    return stream
 
 
 def _stream_fps(stream: av.video.stream.VideoStream) -> float:
