@@ -326,7 +326,7 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(data) if bytes(data) else b"\0"
 
 
-def fuzz(cases: int, seed: int, timeout: float, log=print) -> dict:
+def fuzz(cases: int, seed: int, timeout: float, log=print, keep: Path | None = None) -> dict:
     rng = random.Random(seed)
     counts: dict[str, Counter] = defaultdict(Counter)
     failures = []
@@ -355,7 +355,9 @@ def fuzz(cases: int, seed: int, timeout: float, log=print) -> dict:
                 if answer["outcome"] not in ("ok", "clean error"):
                     failures.append({"case": index, "reader": reader, "seed_file": source.name, **answer})
                     log(f"case {index}: {reader} on mutated {source.name}: {answer}")
-                    os.replace(target, temp / f"failed{index}{source.suffix}")
+                    failed = (keep or temp) / f"failed{index}{target.suffix}"
+                    failed.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(target, failed)
         finally:
             worker.close()
         seconds = time.perf_counter() - started
@@ -382,12 +384,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=20.0, help="Seconds a case may take (a hang).")
     parser.add_argument("--quick", action="store_true", help="100 cases.")
     parser.add_argument("--json", help="Also write the results here.")
+    parser.add_argument("--keep", type=Path, help="Keep the files of failed cases in this folder.")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker()
         return
-    results = fuzz(100 if args.quick else args.cases, args.seed, args.timeout)
+    results = fuzz(100 if args.quick else args.cases, args.seed, args.timeout, keep=args.keep)
     width = max(len(name) for name in results["readers"])
     print(f"{'reader':<{width}}  " + "  ".join(f"{o:>11}" for o in OUTCOMES))
     for name, row in results["readers"].items():

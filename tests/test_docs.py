@@ -154,7 +154,7 @@ def test_reference_pages_list_every_registered_component_and_command():
                 kind,
                 entry.name,
             )
-    assert "| `codebook_size` | int >= 1 | `512` | number of codes K. |" in components
+    assert "| `codebook_size` | int in [1, 16777216] | `512` | number of codes K. |" in components
     for command in ("train", "validate", "eval", "tokenize", "decode", "sample", "plugins"):
         assert f"## `vqt {command}`" in cli
     assert "| `--temperature` | FLOAT | `1.0` |" in cli

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from vqtoolkit.errors import VQTError, closest
-from vqtoolkit.ranges import AT_LEAST_ONE, BETA, FRACTION, NOT_NEGATIVE, POSITIVE, Range
+from vqtoolkit.ranges import AT_LEAST_ONE, BETA, FRACTION, NOT_NEGATIVE, POSITIVE, WIDTH, Range
 
 
 class _YAMLLoader(yaml.SafeLoader):
@@ -42,7 +42,7 @@ class DataConfig:
     modality: str = "image"  # a registered modality: speech, image, video, or one a plugin adds
     path: str = ""  # a file, a folder or a dataset file; "" = the small sample that ships with the modality
     eval_path: str = ""  # held-out data; "" = the held-out split of `path` (its test files, or its last 10%)
-    channels: Annotated[int, AT_LEAST_ONE] = 1  # 1 = grey / mono, 3 = RGB
+    channels: Annotated[int, Range(1, 64)] = 1  # 1 = grey / mono, 3 = RGB
     num_workers: Annotated[int, NOT_NEGATIVE] = 0  # DataLoader worker processes
     options: dict[str, Any] = field(default_factory=dict)  # other keys go to the modality's dataset
 
@@ -52,7 +52,7 @@ class ModelConfig:
     encoder: Component = field(default_factory=Component)  # media -> latent grid
     decoder: Component = field(default_factory=Component)  # latent grid -> media
     loss: Component = field(default_factory=Component)  # reconstruction loss
-    latent_dim: Annotated[int, AT_LEAST_ONE] = 64  # channels of the latent grid = code vector size
+    latent_dim: Annotated[int, WIDTH] = 64  # channels of the latent grid = code vector size
 
 
 @dataclass
@@ -239,6 +239,8 @@ def option_types(factory: Any) -> tuple[dict[str, Any], bool]:
     The bool tells whether the factory also takes **kwargs (then any key is accepted).
     """
     target = factory.__init__ if isinstance(factory, type) else factory
+    if target is object.__init__:  # a class with no __init__ of its own takes no options
+        return {}, False
     signature = inspect.signature(target)
     try:
         hints = typing.get_type_hints(target, include_extras=True)
@@ -332,8 +334,8 @@ def instantiate(kind: str, component: Component, key: str, default: str = "", /,
     check_options(factory, component.args, key)
     try:
         return factory(*args, **host_args, **component.args)
-    except ValueError as exc:  # the factory's own check of its options: a recipe error, not a crash
-        raise RecipeError(f"{key}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # the factory's own check of its options: a recipe error
+        raise RecipeError(f"{key}: {str(exc).splitlines()[0][:200]}") from None
 
 
 # ---------------------------------------------------------------- internals

@@ -12,7 +12,7 @@ from vqtoolkit.errors import VQTError
 from vqtoolkit.hookspecs import hookimpl
 from vqtoolkit.modality import Modality, check_numbers
 from vqtoolkit.nn.conv import ConvDecoder, ConvEncoder
-from vqtoolkit.ranges import AT_LEAST_ONE, NOT_NEGATIVE
+from vqtoolkit.ranges import COUNT, WIDTH, Range
 
 
 def _check_2d(downsample: list[int]) -> None:
@@ -27,11 +27,11 @@ class VQVAE2DEncoder(ConvEncoder):
         self,
         in_channels: int,
         latent_dim: int,
-        downsample: list[Annotated[int, AT_LEAST_ONE]] = (4, 4),  # factor per axis (H, W), powers of two
-        hidden: Annotated[int, AT_LEAST_ONE] = 256,  # channels of the hidden layers (256 in the paper)
-        res_blocks: Annotated[int, NOT_NEGATIVE] = 2,  # residual blocks after the strided convolutions
+        downsample: list[Annotated[int, Range(1, 1024)]] = (4, 4),  # factor per axis (H, W), powers of two
+        hidden: Annotated[int, WIDTH] = 256,  # channels of the hidden layers (256 in the paper)
+        res_blocks: Annotated[int, COUNT] = 2,  # residual blocks after the strided convolutions
         res_hidden: Annotated[
-            int, NOT_NEGATIVE
+            int, Range(0, 2**20)
         ] = 0,  # hidden channels in residual blocks; 0 = same as `hidden`
     ):
         _check_2d(downsample)
@@ -45,10 +45,10 @@ class VQVAE2DDecoder(ConvDecoder):
         self,
         out_channels: int,
         latent_dim: int,
-        downsample: list[Annotated[int, AT_LEAST_ONE]] = (4, 4),  # must match the encoder's
-        hidden: Annotated[int, AT_LEAST_ONE] = 256,
-        res_blocks: Annotated[int, NOT_NEGATIVE] = 2,  # residual blocks after the strided convolutions
-        res_hidden: Annotated[int, NOT_NEGATIVE] = 0,
+        downsample: list[Annotated[int, Range(1, 1024)]] = (4, 4),  # must match the encoder's
+        hidden: Annotated[int, WIDTH] = 256,
+        res_blocks: Annotated[int, COUNT] = 2,  # residual blocks after the strided convolutions
+        res_hidden: Annotated[int, Range(0, 2**20)] = 0,
     ):
         _check_2d(downsample)
         super().__init__(out_channels, latent_dim, downsample, hidden, res_blocks, res_hidden)

@@ -185,7 +185,7 @@ def read_npz(path: str | Path) -> Tensor:
             if len(names) != 1 and "images" not in names:
                 raise VQTError(f"{path}: expected one array (or one named 'images'), found {names}")
             array = archive["images" if "images" in names else names[0]]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
         raise VQTError(f"{path}: not a readable .npz file ({_first_line(exc)})") from None
     if array.ndim == 3:
         array = array[:, None]

@@ -53,7 +53,10 @@ def _open(path: Path) -> av.container.InputContainer:
 def _audio_stream(container: av.container.InputContainer, path: Path) -> av.audio.stream.AudioStream:
     if not container.streams.audio:
         raise VQTError(f"{path}: no audio stream")
-    return container.streams.audio[0]
+    stream = container.streams.audio[0]
+    if stream.codec_context is None:  # a damaged header can name a codec FFmpeg has no decoder for
+        raise VQTError(f"{path}: its audio stream has no decoder (a damaged or unknown codec)")
+    return stream
 
 
 def audio_info(path: str | Path) -> dict[str, Any]:

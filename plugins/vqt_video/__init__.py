@@ -12,7 +12,7 @@ from vqtoolkit.errors import VQTError
 from vqtoolkit.hookspecs import hookimpl
 from vqtoolkit.modality import Modality, check_numbers
 from vqtoolkit.nn.conv import ConvDecoder, ConvEncoder
-from vqtoolkit.ranges import AT_LEAST_ONE, NOT_NEGATIVE
+from vqtoolkit.ranges import COUNT, WIDTH, Range
 
 from .dataset import video_dataset
 from .io import VIDEO_EXTENSIONS, VideoWriter, read_video, stream_video, video_info, write_video
@@ -30,15 +30,15 @@ class VQVAE3DEncoder(ConvEncoder):
         self,
         in_channels: int,
         latent_dim: int,
-        downsample: list[Annotated[int, AT_LEAST_ONE]] = (
+        downsample: list[Annotated[int, Range(1, 1024)]] = (
             4,
             4,
             4,
         ),  # factor per axis (T, H, W), powers of two
-        hidden: Annotated[int, AT_LEAST_ONE] = 128,  # channels of every hidden layer
-        res_blocks: Annotated[int, NOT_NEGATIVE] = 2,  # residual blocks after the strided convolutions
+        hidden: Annotated[int, WIDTH] = 128,  # channels of every hidden layer
+        res_blocks: Annotated[int, COUNT] = 2,  # residual blocks after the strided convolutions
         res_hidden: Annotated[
-            int, NOT_NEGATIVE
+            int, Range(0, 2**20)
         ] = 0,  # hidden channels in residual blocks; 0 = same as `hidden`
     ):
         _check_3d(downsample)
@@ -50,10 +50,10 @@ class VQVAE3DDecoder(ConvDecoder):
         self,
         out_channels: int,
         latent_dim: int,
-        downsample: list[Annotated[int, AT_LEAST_ONE]] = (4, 4, 4),  # must match the encoder's
-        hidden: Annotated[int, AT_LEAST_ONE] = 128,  # channels of every hidden layer
-        res_blocks: Annotated[int, NOT_NEGATIVE] = 2,  # residual blocks after the strided convolutions
-        res_hidden: Annotated[int, NOT_NEGATIVE] = 0,
+        downsample: list[Annotated[int, Range(1, 1024)]] = (4, 4, 4),  # must match the encoder's
+        hidden: Annotated[int, WIDTH] = 128,  # channels of every hidden layer
+        res_blocks: Annotated[int, COUNT] = 2,  # residual blocks after the strided convolutions
+        res_hidden: Annotated[int, Range(0, 2**20)] = 0,
     ):
         _check_3d(downsample)
         super().__init__(out_channels, latent_dim, downsample, hidden, res_blocks, res_hidden)

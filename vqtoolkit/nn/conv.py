@@ -11,7 +11,7 @@ from typing import Annotated
 
 from torch import Tensor, nn
 
-from vqtoolkit.ranges import AT_LEAST_ONE, NOT_NEGATIVE
+from vqtoolkit.ranges import COUNT, WIDTH, Range
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -45,14 +45,14 @@ class ConvEncoder(nn.Module):
         self,
         in_channels: int,
         latent_dim: int,
-        downsample: list[Annotated[int, AT_LEAST_ONE]] = (
+        downsample: list[Annotated[int, Range(1, 1024)]] = (
             4,
             4,
         ),  # factor per axis, powers of two; its length is the media rank
-        hidden: Annotated[int, AT_LEAST_ONE] = 256,  # channels of every hidden layer (256 in the paper)
-        res_blocks: Annotated[int, NOT_NEGATIVE] = 2,  # residual blocks after the strided convolutions
+        hidden: Annotated[int, WIDTH] = 256,  # channels of every hidden layer (256 in the paper)
+        res_blocks: Annotated[int, COUNT] = 2,  # residual blocks after the strided convolutions
         res_hidden: Annotated[
-            int, NOT_NEGATIVE
+            int, Range(0, 2**20)
         ] = 0,  # hidden channels inside residual blocks; 0 = same as `hidden`
     ):
         super().__init__()
@@ -77,10 +77,10 @@ class ConvDecoder(nn.Module):
         self,
         out_channels: int,
         latent_dim: int,
-        downsample: list[Annotated[int, AT_LEAST_ONE]] = (4, 4),  # must match the encoder's
-        hidden: Annotated[int, AT_LEAST_ONE] = 256,
-        res_blocks: Annotated[int, NOT_NEGATIVE] = 2,  # residual blocks after the strided convolutions
-        res_hidden: Annotated[int, NOT_NEGATIVE] = 0,
+        downsample: list[Annotated[int, Range(1, 1024)]] = (4, 4),  # must match the encoder's
+        hidden: Annotated[int, WIDTH] = 256,
+        res_blocks: Annotated[int, COUNT] = 2,  # residual blocks after the strided convolutions
+        res_hidden: Annotated[int, Range(0, 2**20)] = 0,
     ):
         super().__init__()
         rank, conv, conv_t = len(downsample), CONV[len(downsample)], CONV_T[len(downsample)]

@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from vqtoolkit.nn.base import Bottleneck, BottleneckOutput
-from vqtoolkit.ranges import AT_LEAST_ONE, BETA, FRACTION, NOT_NEGATIVE, POSITIVE
+from vqtoolkit.ranges import BETA, COUNT, FRACTION, NOT_NEGATIVE, POSITIVE, Range
 
 # automatic chunking keeps each (rows x K) distance block below this many floats: 16 MB blocks measured
 # fastest on a CPU (larger ones fall out of cache); on a GPU fewer, larger blocks mean fewer kernel launches
@@ -209,21 +209,21 @@ class VectorQuantizer(Bottleneck):
     def __init__(
         self,
         dim: int,
-        codebook_size: Annotated[int, AT_LEAST_ONE] = 512,
+        codebook_size: Annotated[int, Range(1, 2**24)] = 512,
         beta: Annotated[float, NOT_NEGATIVE] = 0.25,
         ema: bool = True,
         decay: Annotated[float, BETA] = 0.99,
         eps: Annotated[float, POSITIVE] = 1e-5,
         kmeans_init: bool = True,
-        kmeans_iters: Annotated[int, NOT_NEGATIVE] = 10,
+        kmeans_iters: Annotated[int, COUNT] = 10,
         dead_code_steps: Annotated[int, NOT_NEGATIVE] = 0,
         chunk_size: Annotated[int, NOT_NEGATIVE] = 0,
-        code_dim: Annotated[int, NOT_NEGATIVE] = 0,
+        code_dim: Annotated[int, Range(0, 2**20)] = 0,
         normalize: bool = False,
         gradient: Literal["ste", "rotation"] = "ste",
         dead_code_threshold: Annotated[float, NOT_NEGATIVE] = 0.0,
         usage_decay: Annotated[float, BETA] = 0.9,
-        restart_pool: Annotated[int, NOT_NEGATIVE] = 0,
+        restart_pool: Annotated[int, Range(0, 2**24)] = 0,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -495,23 +495,23 @@ class ResidualVQ(Bottleneck):
     def __init__(
         self,
         dim: int,
-        num_quantizers: Annotated[int, AT_LEAST_ONE] = 4,
-        codebook_size: Annotated[int, AT_LEAST_ONE] = 512,
+        num_quantizers: Annotated[int, Range(1, 256)] = 4,
+        codebook_size: Annotated[int, Range(1, 2**24)] = 512,
         beta: Annotated[float, NOT_NEGATIVE] = 0.25,
         ema: bool = True,
         decay: Annotated[float, BETA] = 0.99,
         eps: Annotated[float, POSITIVE] = 1e-5,
         kmeans_init: bool = True,
-        kmeans_iters: Annotated[int, NOT_NEGATIVE] = 10,
+        kmeans_iters: Annotated[int, COUNT] = 10,
         dead_code_steps: Annotated[int, NOT_NEGATIVE] = 0,
         chunk_size: Annotated[int, NOT_NEGATIVE] = 0,
-        code_dim: Annotated[int, NOT_NEGATIVE] = 0,
+        code_dim: Annotated[int, Range(0, 2**20)] = 0,
         normalize: bool = False,
         gradient: Literal["ste", "rotation"] = "ste",
         quantizer_dropout: Annotated[float, FRACTION] = 0.0,
         dead_code_threshold: Annotated[float, NOT_NEGATIVE] = 0.0,
         usage_decay: Annotated[float, BETA] = 0.9,
-        restart_pool: Annotated[int, NOT_NEGATIVE] = 0,
+        restart_pool: Annotated[int, Range(0, 2**24)] = 0,
     ) -> None:
         super().__init__()
         if not 0 <= quantizer_dropout <= 1:

@@ -25,7 +25,7 @@ from vqtoolkit.nn.quantize import (
     staged_usage,
     usage_from_counts,
 )
-from vqtoolkit.ranges import AT_LEAST_ONE, FRACTION, NOT_NEGATIVE, POSITIVE, Range
+from vqtoolkit.ranges import FRACTION, NOT_NEGATIVE, POSITIVE, Range
 
 MAX_CODES = 2**24  # implicit codebooks beyond this would make usage counts (and code files) unwieldy
 EXACT_ENTROPY_BITS = 12  # LFQ: the batch entropy over all 2^bits codes up to here, per bit beyond
@@ -72,7 +72,7 @@ class FSQ(Bottleneck):
     discrete = True
     residual = False
 
-    def __init__(self, dim: int, levels: list[Annotated[int, Range(2)]] = (8, 5, 5, 5)):
+    def __init__(self, dim: int, levels: list[Annotated[int, Range(2, 2**16)]] = (8, 5, 5, 5)):
         super().__init__()
         levels = list(levels)
         if not levels or min(levels) < 2:
@@ -156,8 +156,8 @@ class ResidualFSQ(Bottleneck):
     def __init__(
         self,
         dim: int,
-        levels: list[Annotated[int, Range(2)]] = (8, 5, 5, 5),
-        num_quantizers: Annotated[int, AT_LEAST_ONE] = 4,
+        levels: list[Annotated[int, Range(2, 2**16)]] = (8, 5, 5, 5),
+        num_quantizers: Annotated[int, Range(1, 256)] = 4,
         quantizer_dropout: Annotated[float, FRACTION] = 0.0,
     ):
         super().__init__()
