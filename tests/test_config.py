@@ -92,9 +92,15 @@ def test_component_shorthand_and_override_into_it():
             "optim.betas: expected a list of 2 numbers in [0, 1), got list [-0.1, 0.9]",
         ),
         ("model.latent_dim=0", "model.latent_dim: expected an integer in [1, 1048576], got integer 0"),
-        ("bottleneck.codebook_size=0", "bottleneck.codebook_size: expected an integer in [1, 16777216], got integer 0"),
+        (
+            "bottleneck.codebook_size=0",
+            "bottleneck.codebook_size: expected an integer in [1, 16777216], got integer 0",
+        ),
         ("bottleneck.decay=1", "bottleneck.decay: expected a number in [0, 1), got integer 1"),
-        ("model.encoder.hidden=-3", "model.encoder.hidden: expected an integer in [1, 1048576], got integer -3"),
+        (
+            "model.encoder.hidden=-3",
+            "model.encoder.hidden: expected an integer in [1, 1048576], got integer -3",
+        ),
         ("train.collapse_warning=2", "train.collapse_warning: expected a number in [0, 1], got integer 2"),
         ("data.num_workers=-2", "data.num_workers: expected an integer >= 0, got integer -2"),
         ("train.device=gpu", "train.device: unknown device 'gpu' (auto, cpu, cuda, cuda:N, mps)"),
