@@ -67,23 +67,23 @@ class PeerBottleneck(Bottleneck):
     def codebook_sizes(self) -> list[int]:
         return list(self.sizes)
 
-    def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+        """(quantized, codes (b, n, q), loss, each stage's code counts), the counts added to the usage."""
         rows, shape = pack([rearrange(z, "b d ... -> b ... d")], "b * d")
         out = self.peer(rows)
         quantized, codes = out[0], out[1]
         loss = out[2].sum() if len(out) > 2 else z.new_zeros(())
         codes = codes.reshape(*codes.shape[:2], -1)  # (b, n, q) for residual VQ, else (b, n, 1)
-        for stage in range(len(self.sizes)):
-            self.usage_counts[stage] += torch.bincount(codes[..., stage].flatten(), minlength=max(self.sizes))
+        counts = [
+            torch.bincount(codes[..., q].flatten(), minlength=size) for q, size in enumerate(self.sizes)
+        ]
+        for stage, stage_counts in enumerate(counts):
+            self.usage_counts[stage, : self.sizes[stage]] += stage_counts
         [quantized] = unpack(quantized, shape, "b * d")
-        return rearrange(quantized, "b ... d -> b d ..."), codes, loss
+        return rearrange(quantized, "b ... d -> b d ..."), codes, loss, [c.float() for c in counts]
 
     def forward(self, z: Tensor) -> BottleneckOutput:
-        z_q, codes, loss = self._quantize(z)
-        counts = [
-            torch.bincount(codes[..., q].flatten(), minlength=size).float()
-            for q, size in enumerate(self.sizes)
-        ]
+        z_q, codes, loss, counts = self._quantize(z)
         stats = {
             "commit_loss": (z_q.detach() - z.detach()).pow(2).mean(),
             "perplexity": torch.stack([_perplexity(c) for c in counts]).mean(),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -17,7 +16,7 @@ from vqtoolkit.config import Recipe, dump_recipe
 from vqtoolkit.errors import VQTError
 from vqtoolkit.model import Autoencoder, check_model_size
 from vqtoolkit.progress import progress
-from vqtoolkit.threads import ENV as THREADS_ENV
+from vqtoolkit.threads import apply_threads
 from vqtoolkit.train import distributed
 from vqtoolkit.train.adversary import clip_norm, scheduled_lr
 from vqtoolkit.train.checkpoint import (
@@ -94,8 +93,8 @@ class Trainer:
                 f"train.batch_size: {cfg.batch_size} does not split evenly over {self.ranks.world_size} "
                 "processes (it is the global batch, shared out among them)"
             )
-        if cfg.threads and not os.environ.get(THREADS_ENV):  # `vqt --threads` comes first
-            torch.set_num_threads(cfg.threads)
+        if cfg.threads:  # else the caller's (`vqt` chose the free cores, or OMP_NUM_THREADS)
+            apply_threads(cfg.threads)  # `vqt --threads` still comes first
         torch.manual_seed(cfg.seed)  # the same on every rank: the same initial weights and random draws
         if recipe.tokenizer:
             from vqtoolkit.train.prior import PriorObjective
