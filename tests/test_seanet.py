@@ -70,3 +70,30 @@ def test_vocos_subframes_are_stft_frames_in_time_order():
 def test_vocos_decoder_writes_mono_only():
     with pytest.raises(ValueError, match="mono"):
         registry("decoders").get("vocos")(2, 8)
+
+
+def test_vocos_encoder_reads_stft_frames_of_each_code_frame():
+    encoder = build("encoders", "vocos", hop=40, n_fft=80, subframes=2, dim=16, layers=2)
+    assert encoder.downsample == (40,)
+    audio = torch.randn(2, 1, 40 * 9, requires_grad=True)
+    latents = encoder(audio)
+    assert latents.shape == (2, 8, 9) and torch.isfinite(latents).all()
+    latents.square().mean().backward()
+    assert audio.grad.abs().sum() > 0 and encoder.embed.weight.grad.abs().sum() > 0
+    # code frame 4, subframe 1 is STFT frame 9: centred on sample 9 * 20 + 10, window of 80
+    features = encoder.features(audio.detach())
+    assert features.shape == (2, 2 * 41, 9)
+    window = audio.detach()[0, 0, 9 * 20 + 10 - 40 : 9 * 20 + 10 + 40] * torch.hann_window(80)
+    by_hand = (torch.fft.rfft(window).abs() + 1e-5).log()
+    assert torch.allclose(features[0, 41:, 4], by_hand, atol=1e-4)
+    with pytest.raises(ValueError, match="divisible"):
+        encoder(torch.randn(1, 1, 50))
+
+
+def test_causal_vocos_encoder_sees_only_the_past():
+    options = dict(hop=40, n_fft=80, subframes=2, dim=8, layers=2)
+    causal = build("encoders", "vocos", causal=True, **options)
+    centred = build("encoders", "vocos", **options)
+    frame = 5  # covers input samples 200-239
+    assert first_dependent_input(causal, 40 * 12, frame) <= 40 * frame + 39
+    assert first_dependent_input(centred, 40 * 12, frame) > 40 * frame + 39

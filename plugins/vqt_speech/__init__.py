@@ -11,7 +11,7 @@ from .discriminators import MultiPeriodDiscriminator, MultiResolutionSTFTDiscrim
 from .io import AUDIO_EXTENSIONS, AudioWriter, audio_info, read_audio, stream_audio, write_audio
 from .losses import SpeechLoss, log_mel_distance, si_snr
 from .nn import SpeechDecoder, SpeechEncoder
-from .seanet import SEANetDecoder, SEANetEncoder, VocosDecoder
+from .seanet import SEANetDecoder, SEANetEncoder, VocosDecoder, VocosEncoder
 
 SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "speech"  # see its MODEL_CARD.md
 
@@ -50,6 +50,7 @@ def register_modalities(register):
 def register_encoders(register):
     register("speech", SpeechEncoder)
     register("seanet", SEANetEncoder)
+    register("vocos", VocosEncoder)
 
 
 @hookimpl

@@ -1,11 +1,13 @@
-"""A SEANet/DAC-style waveform codec network, and a decoder that works at frame rate with an iSTFT head.
+"""A SEANet/DAC-style waveform codec network, and an encoder and a decoder that work at the frame rate
+(an STFT front end, an iSTFT head).
 
 `SEANetEncoder` / `SEANetDecoder` follow SoundStream, EnCodec and DAC: strided convolutions with dilated
 residual units before each stride, Snake or ELU activations, weight normalisation and an option for
 causal padding (every output sees only the past). `VocosDecoder` follows Vocos: ConvNeXt blocks at the
 code frame rate and a head that predicts a magnitude and a phase per STFT bin, turned into a waveform by
 the inverse STFT. It does all its work at the frame rate (one step per `hop` samples), many times less
-than a decoder that upsamples to the sample rate, so it trains far faster on a CPU.
+than a decoder that upsamples to the sample rate, so it trains far faster on a CPU. `VocosEncoder` is
+its mirror: log-magnitude STFT frames into ConvNeXt blocks at the frame rate.
 """
 
 from __future__ import annotations
@@ -175,6 +177,68 @@ class ConvNeXtBlock(nn.Module):
         y = rearrange(self.depthwise(F.pad(x, self.pad)), "b c t -> b t c")
         y = self.mlp(self.norm(y)) * self.scale
         return x + rearrange(y, "b t c -> b c t")
+
+
+class VocosEncoder(nn.Module):
+    """Waveform -> latents at the code frame rate through a log-magnitude STFT and ConvNeXt blocks.
+
+    The mirror of `VocosDecoder`: `subframes` STFT frames `hop / subframes` samples apart are stacked into
+    one code frame, so all learnt work happens at the frame rate. On a CPU this costs a fraction of a
+    waveform encoder (SEANet convolves every sample), which buys several times more training steps per
+    hour. The phase is dropped: at a few kbps the decoder has to make its own phase anyway.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        latent_dim: int,
+        hop: int = 320,  # samples per code frame
+        n_fft: int = 640,  # window of the analysis STFT
+        subframes: int = 2,  # STFT frames per code frame: the STFT hop is hop / subframes
+        dim: int = 256,  # channels of the ConvNeXt blocks
+        layers: int = 6,  # ConvNeXt blocks
+        expansion: int = 3,  # MLP width as a multiple of dim
+        kernel: int = 7,  # of the depthwise convolutions
+        causal: bool = False,
+    ):
+        super().__init__()
+        if in_channels != 1:
+            raise ValueError(f"the vocos encoder reads mono audio, got in_channels={in_channels}")
+        if subframes < 1 or hop % subframes:
+            raise ValueError(f"subframes ({subframes}) must be a positive divisor of hop ({hop})")
+        if n_fft < hop // subframes:
+            raise ValueError(f"n_fft ({n_fft}) must be at least the STFT hop ({hop // subframes})")
+        self.downsample = (hop,)
+        self.hop, self.n_fft, self.subframes, self.causal = hop, n_fft, subframes, causal
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.embed = nn.Conv1d(subframes * (n_fft // 2 + 1), dim, 7)
+        self.embed_pad = (6, 0) if causal else (3, 3)
+        self.norm_in = nn.LayerNorm(dim, eps=1e-6)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(dim, expansion, kernel, causal) for _ in range(layers))
+        self.norm_out = nn.LayerNorm(dim, eps=1e-6)
+        self.project = nn.Linear(dim, latent_dim)
+
+    def features(self, x: Tensor) -> Tensor:
+        """(B, 1, T) -> (B, subframes * bins, T / hop): log-magnitudes of the STFT frames of each code frame."""
+        step = self.hop // self.subframes
+        # frames start every `step` samples; pad so that frame i covers [i * step - pad_left, ...)
+        left = self.n_fft - step if self.causal else (self.n_fft - step) // 2
+        audio = F.pad(x[:, 0], (left, self.n_fft - step - left))
+        with torch.autocast(x.device.type, enabled=False):
+            frames = audio.float().unfold(-1, self.n_fft, step) * self.window
+            magnitude = torch.fft.rfft(frames).abs()
+            log_magnitude = (magnitude + 1e-5).log()
+        return rearrange(log_magnitude, "b (t s) f -> b (s f) t", s=self.subframes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] % self.hop:
+            raise ValueError(f"the vocos encoder needs a length divisible by hop ({self.hop}), got {x.shape[-1]}")
+        features = self.features(x).to(self.embed.weight.dtype)
+        y = self.embed(F.pad(features, self.embed_pad))
+        y = rearrange(self.norm_in(rearrange(y, "b c t -> b t c")), "b t c -> b c t")
+        for block in self.blocks:
+            y = block(y)
+        return rearrange(self.project(self.norm_out(rearrange(y, "b c t -> b t c"))), "b t c -> b c t")
 
 
 class VocosDecoder(nn.Module):
