@@ -219,9 +219,9 @@ class VocosEncoder(nn.Module):
         self.project = nn.Linear(dim, latent_dim)
 
     def features(self, x: Tensor) -> Tensor:
-        """(B, 1, T) -> (B, subframes * bins, T / hop): log-magnitudes of the STFT frames of each code frame."""
+        """(B, 1, T) -> (B, subframes * bins, T / hop): log-magnitudes of each code frame's STFT frames."""
         step = self.hop // self.subframes
-        # frames start every `step` samples; pad so that frame i covers [i * step - pad_left, ...)
+        # STFT frame i covers samples [i * step - left, i * step - left + n_fft)
         left = self.n_fft - step if self.causal else (self.n_fft - step) // 2
         audio = F.pad(x[:, 0], (left, self.n_fft - step - left))
         with torch.autocast(x.device.type, enabled=False):
@@ -232,7 +232,7 @@ class VocosEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] % self.hop:
-            raise ValueError(f"the vocos encoder needs a length divisible by hop ({self.hop}), got {x.shape[-1]}")
+            raise ValueError(f"the vocos encoder needs a length divisible by {self.hop}, got {x.shape[-1]}")
         features = self.features(x).to(self.embed.weight.dtype)
         y = self.embed(F.pad(features, self.embed_pad))
         y = rearrange(self.norm_in(rearrange(y, "b c t -> b t c")), "b t c -> b c t")
