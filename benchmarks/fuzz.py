@@ -116,10 +116,16 @@ def worker() -> None:
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the answers
     from vqtoolkit.errors import VQTError
+    from vqtoolkit.plugins import registry
 
+    # imports and plugin loading up front, so that the memory a case reports is the case's own
+    reader_function("read_image")
+    registry("modalities")
     answers.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
         reader, path = line.rstrip("\n").split(" ", 1)
+        Path("/proc/self/clear_refs").write_text("5")  # the peak memory (VmHWM) restarts from here
+        start_kib = memory_kib("VmRSS")
         try:
             reader_function(reader)(Path(path))
             answer = {"outcome": "ok"}
@@ -130,7 +136,13 @@ def worker() -> None:
             answer = {"outcome": "clean error" if named else "unexpected", "detail": message[:300]}
         except Exception as exc:  # noqa: BLE001 - the point: anything else is a reader bug
             answer = {"outcome": "unexpected", "detail": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        answer["growth_mib"] = round((memory_kib("VmHWM") - start_kib) / 1024, 1)
         answers.write(json.dumps(answer) + "\n")
+
+
+def memory_kib(field: str) -> int:
+    """This process's resident memory now (VmRSS) or at its peak (VmHWM), in KiB."""
+    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
 
 
 class Worker:
@@ -201,6 +213,7 @@ def make_seeds(folder: Path) -> list[tuple[str, Path]]:
 
     from vqtoolkit.codes import CodesMeta, write_codes
 
+    torch.manual_seed(0)
     seeds = [
         ("idx", ROOT / "plugins/vqt_image/data/fashion_mnist_small/t10k-images-idx3-ubyte.gz"),
         ("idx", ROOT / "plugins/vqt_image/data/fashion_mnist_small/t10k-labels-idx1-ubyte.gz"),
@@ -287,11 +300,11 @@ def mutate_structured(kind: str, data: bytes, rng: random.Random) -> bytes:
     tensors = load_bytes(data)
     header_length = int.from_bytes(data[:8], "little")
     metadata = json.loads(data[8 : 8 + header_length])["__metadata__"]
-    key = rng.choice(list(metadata))
+    key = rng.choice(sorted(metadata))  # safetensors writes its metadata in no fixed order
     if key in ("media", "chunking", "audio") and rng.random() < 0.5:  # deep inside a mapping
         inner = json.loads(metadata[key])
         if isinstance(inner, dict) and inner:
-            inner[rng.choice(list(inner))] = value
+            inner[rng.choice(sorted(inner))] = value
         metadata[key] = json.dumps(inner)
     else:
         metadata[key] = json.dumps(value) if rng.random() < 0.8 else str(value)
@@ -329,6 +342,7 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 def fuzz(cases: int, seed: int, timeout: float, log=print, keep: Path | None = None) -> dict:
     rng = random.Random(seed)
     counts: dict[str, Counter] = defaultdict(Counter)
+    growth: dict[str, float] = defaultdict(float)  # the most a case of each reader grew the worker, MiB
     failures = []
     with tempfile.TemporaryDirectory(prefix="vqt_fuzz_") as temp:
         temp = Path(temp)
@@ -352,6 +366,7 @@ def fuzz(cases: int, seed: int, timeout: float, log=print, keep: Path | None = N
                 target.write_bytes(mutated)
                 answer = worker.run(reader, target)
                 counts[reader][answer["outcome"]] += 1
+                growth[reader] = max(growth[reader], answer.get("growth_mib", 0.0))
                 if answer["outcome"] not in ("ok", "clean error"):
                     failures.append({"case": index, "reader": reader, "seed_file": source.name, **answer})
                     log(f"case {index}: {reader} on mutated {source.name}: {answer}")
@@ -373,6 +388,7 @@ def fuzz(cases: int, seed: int, timeout: float, log=print, keep: Path | None = N
         "seed_files": [f"{kind}:{path.name}" for kind, path in seeds],
         "totals": {outcome: totals[outcome] for outcome in OUTCOMES},
         "readers": {name: {o: c[o] for o in OUTCOMES} for name, c in sorted(counts.items())},
+        "peak_growth_mib": dict(sorted(growth.items())),
         "failures": failures,
     }
 
@@ -392,9 +408,10 @@ def main() -> None:
         return
     results = fuzz(100 if args.quick else args.cases, args.seed, args.timeout, keep=args.keep)
     width = max(len(name) for name in results["readers"])
-    print(f"{'reader':<{width}}  " + "  ".join(f"{o:>11}" for o in OUTCOMES))
+    print(f"{'reader':<{width}}  " + "  ".join(f"{o:>11}" for o in OUTCOMES) + "  peak growth MiB")
     for name, row in results["readers"].items():
-        print(f"{name:<{width}}  " + "  ".join(f"{row[o]:>11}" for o in OUTCOMES))
+        peak = results["peak_growth_mib"][name]
+        print(f"{name:<{width}}  " + "  ".join(f"{row[o]:>11}" for o in OUTCOMES) + f"  {peak:>15.1f}")
     print(f"{'total':<{width}}  " + "  ".join(f"{results['totals'][o]:>11}" for o in OUTCOMES))
     print(f"{results['cases']} cases in {results['seconds']} s (seed {results['seed']})")
     if args.json:

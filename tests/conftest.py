@@ -1,15 +1,26 @@
-"""Shared helpers: run the real `vqt` CLI in a subprocess, install real plugin packages with pip."""
+"""Shared helpers: run the real `vqt` CLI in a subprocess, install real plugin packages with pip.
+
+Tests marked `hostile("class")` are the bad-input matrix. With VQT_CASE_FIGURES=FILE set, each of them
+appends one JSON line to FILE: its class, whether it held, whether a traceback escaped, and its peak memory
+(the largest `vqt` subprocess it ran, and how far the test process itself grew); benchmarks/hostile_inputs.py
+runs them and prints the table.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+FIGURES = os.environ.get("VQT_CASE_FIGURES")
+CHILD_PEAKS_KIB: list[int] = []  # the peak resident memory of each `vqt` subprocess of the running test
 
 
 def run_vqt(
@@ -25,16 +36,69 @@ def run_vqt(
     environment["PYTHONPATH"] = os.pathsep.join(
         [str(p) for p in pythonpath] + [environment.get("PYTHONPATH", "")]
     )
-    return no_internal_error(
-        subprocess.run(
-            [*prefix, sys.executable, "-m", "vqtoolkit", *args],
-            capture_output=True,
-            text=True,
-            env=environment,
-            cwd=cwd or ROOT,
-            timeout=timeout,
-        )
-    )
+    command = [*prefix, sys.executable, "-m", "vqtoolkit", *args]
+    return no_internal_error(run_measured(command, environment, cwd or ROOT, timeout))
+
+
+def run_measured(command: list[str], env: dict, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """subprocess.run with captured text output, reaped with wait4 to learn the child's peak memory."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               cwd=cwd)  # fmt: skip
+    output: dict[str, str] = {}
+    readers = [
+        threading.Thread(target=lambda name, pipe: output.__setitem__(name, pipe.read()), args=item)
+        for item in (("stdout", process.stdout), ("stderr", process.stderr))
+    ]
+    killed = threading.Event()
+    timer = threading.Timer(timeout, lambda: (killed.set(), process.kill()))
+    for thread in (*readers, timer):
+        thread.start()
+    _, status, usage = os.wait4(process.pid, 0)
+    timer.cancel()
+    for reader in readers:
+        reader.join()
+    process.stdout.close()
+    process.stderr.close()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if killed.is_set():
+        raise subprocess.TimeoutExpired(command, timeout, output["stdout"], output["stderr"])
+    CHILD_PEAKS_KIB.append(usage.ru_maxrss)
+    return subprocess.CompletedProcess(command, process.returncode, output["stdout"], output["stderr"])
+
+
+def _memory_kib(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    if FIGURES and item.get_closest_marker("hostile"):
+        CHILD_PEAKS_KIB.clear()
+        Path("/proc/self/clear_refs").write_text("5")  # resets this process's peak (VmHWM) to its size now
+        item.start_kib = _memory_kib("VmRSS")
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    marker = item.get_closest_marker("hostile")
+    if not (FIGURES and marker and report.when == "call") or report.skipped:
+        return
+    error = call.excinfo  # an exception other than a failed assertion escaped the code under test
+    failed_check = error is not None and error.errisinstance((AssertionError, pytest.fail.Exception))
+    escaped = error is not None and (error.errisinstance(EscapedException) or not failed_check)
+    record = {
+        "case": item.nodeid,
+        "class": marker.args[0],
+        "held": report.passed,
+        "traceback": escaped,
+        "peak_process_mib": max(CHILD_PEAKS_KIB, default=0) / 1024,
+        "growth_mib": (_memory_kib("VmHWM") - getattr(item, "start_kib", 0)) / 1024,
+        "seconds": report.duration,
+    }
+    with open(FIGURES, "a") as figures:
+        figures.write(json.dumps(record) + "\n")
 
 
 def vqt(*args: str) -> subprocess.CompletedProcess:
@@ -50,10 +114,15 @@ def vqt(*args: str) -> subprocess.CompletedProcess:
     return no_internal_error(completed)
 
 
+class EscapedException(AssertionError):
+    """A command let an exception escape: its internal-error line, or a Python traceback."""
+
+
 def no_internal_error(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     """Fail the test on an exception that escaped a command (the CLI prints it as an internal error)."""
-    assert "error: internal error:" not in result.stderr, result.stderr
-    assert "Traceback (most recent call last)" not in result.stderr or "--debug" in result.args, result.stderr
+    traceback = "Traceback (most recent call last)" in result.stderr and "--debug" not in result.args
+    if "error: internal error:" in result.stderr or traceback:
+        raise EscapedException(result.stderr)
     return result
 
 

@@ -196,6 +196,7 @@ def tiny_runs(tiny_image_run, tiny_speech_run, tiny_video_run) -> dict[str, Path
 # ---------------------------------------------------------------- every reader, through the commands
 
 
+@pytest.mark.hostile("media")
 @pytest.mark.parametrize("kind, modality", BAD_CASES, ids=[f"{m}-{k}" for k, m in BAD_CASES])
 def test_tokenize_bad_media(tiny_runs, tmp_path, kind, modality):
     path = bad_media(kind, modality, tmp_path / "in")
@@ -208,6 +209,7 @@ def test_tokenize_bad_media(tiny_runs, tmp_path, kind, modality):
 EVAL_CASES = [(k, m) for k, m in BAD_CASES if k in ("empty", "truncated", "random", "missing", "no-stream")]
 
 
+@pytest.mark.hostile("media")
 @pytest.mark.parametrize("kind, modality", EVAL_CASES, ids=[f"{m}-{k}" for k, m in EVAL_CASES])
 def test_eval_and_train_on_bad_data(tiny_runs, tmp_path, kind, modality):
     path = bad_media(kind, modality, tmp_path / "in")
@@ -219,6 +221,7 @@ def test_eval_and_train_on_bad_data(tiny_runs, tmp_path, kind, modality):
         assert_one_line_error(result, path, problem)
 
 
+@pytest.mark.hostile("media")
 def test_batch_reports_every_bad_file_and_writes_every_good_one(tiny_image_run, tmp_path):
     folder = tmp_path / "in"
     kinds = [kind for kind in BAD_MEDIA if "image" in BAD_MEDIA[kind] and kind != "directory"]
@@ -238,6 +241,7 @@ def test_batch_reports_every_bad_file_and_writes_every_good_one(tiny_image_run, 
         assert meta.original_shape == [12, 10] and codes.shape == (3, 3)
 
 
+@pytest.mark.hostile("nothing lost")
 def test_two_inputs_with_one_name_are_refused_before_writing(tiny_image_run, tmp_path):
     first, second = png(tmp_path / "a.png"), png(tmp_path / "sub" / "a.png")
     result = vqt("tokenize", first, second, "--model", tiny_image_run, "-o", tmp_path / "out")
@@ -350,6 +354,7 @@ def bad_codes(kind: str, folder: Path, good: Path, marker: Path) -> Path:
     return path
 
 
+@pytest.mark.hostile("codes files")
 @pytest.mark.parametrize("kind", list(BAD_CODES))
 def test_decode_bad_codes(tiny_image_run, image_codes, tmp_path, kind):
     marker = tmp_path / "executed"
@@ -359,6 +364,7 @@ def test_decode_bad_codes(tiny_image_run, image_codes, tmp_path, kind):
     assert not (tmp_path / "out.png").exists() and not marker.exists()
 
 
+@pytest.mark.hostile("codes files")
 def test_codes_disagreeing_with_the_model_are_refused_before_decoding(tiny_image_run, image_codes, tmp_path):
     with safe_open(str(image_codes), "pt") as f:
         meta, codes = f.metadata(), f.get_tensor("codes")
@@ -416,6 +422,7 @@ def bad_run(kind: str, good: Path, folder: Path, marker: Path) -> Path:
     return run
 
 
+@pytest.mark.hostile("run directories")
 @pytest.mark.parametrize("kind", list(BAD_RUNS))
 def test_bad_run_directories(tiny_image_run, image_codes, tmp_path, kind):
     marker = tmp_path / "executed"
@@ -436,6 +443,7 @@ def test_bad_run_directories(tiny_image_run, image_codes, tmp_path, kind):
     assert not (tmp_path / "a.codes").exists() and not (tmp_path / "a_out.png").exists()
 
 
+@pytest.mark.hostile("run directories")
 def test_pickles_planted_as_resumable_state_and_prior_are_refused(tiny_image_run, tmp_path):
     marker = tmp_path / "executed"
     run = tmp_path / "run"
@@ -557,6 +565,7 @@ def bad_recipe(kind: str, folder: Path) -> Path:
     return path
 
 
+@pytest.mark.hostile("hostile YAML")
 @pytest.mark.parametrize("kind", list(BAD_RECIPES))
 def test_bad_recipes(tmp_path, kind):
     path = bad_recipe(kind, tmp_path)
@@ -568,6 +577,7 @@ def test_bad_recipes(tmp_path, kind):
 # ---------------------------------------------------------------- real processes: nothing reaches stderr
 
 
+@pytest.mark.hostile("error lines")
 def test_real_processes_print_one_line_without_traceback(tiny_runs, tmp_path):
     marker = tmp_path / "executed"
     video = bad_media("random", "video", tmp_path / "in")
@@ -588,6 +598,7 @@ def test_real_processes_print_one_line_without_traceback(tiny_runs, tmp_path):
 WITHOUT_ROOT_READING = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
+@pytest.mark.hostile("media")
 @pytest.mark.skipif(not IS_ROOT, reason="as a normal user the chmod 000 cases above run directly")
 @pytest.mark.skipif(
     not shutil.which("setpriv"), reason="needs setpriv (util-linux) to drop root's reading rights"

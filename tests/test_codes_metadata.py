@@ -44,6 +44,8 @@ CASES = {  # modality -> [(edit of the metadata, problem)]
 }
 OUTPUT = {"speech": "out.wav", "video": "out.mp4", "image": "out.png"}
 
+pytestmark = pytest.mark.hostile("codes files")
+
 
 @pytest.fixture(scope="module")
 def codes_of(tiny_image_run, tiny_speech_run, tiny_video_run, tmp_path_factory):

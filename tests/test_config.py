@@ -71,6 +71,7 @@ def test_component_shorthand_and_override_into_it():
     assert recipe.bottleneck == Component("gaussian", {"kl_weight": 2})
 
 
+@pytest.mark.hostile("recipe values")
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -2,6 +2,7 @@
 
 import errno
 
+import pytest
 from click.testing import CliRunner
 from conftest import ROOT, vqt
 from vqt_image.dataset import image_dataset
@@ -9,10 +10,21 @@ from vqt_image.io import write_image
 
 from vqtoolkit.cli import cli
 
+pytestmark = pytest.mark.hostile("error lines")
 
-def test_a_file_name_with_a_newline_cannot_split_or_forge_a_line(tmp_path):
+
+@pytest.mark.parametrize("command", ["tokenize", "decode", "info", "validate", "eval"])
+def test_a_file_name_with_a_newline_cannot_split_or_forge_a_line(tmp_path, command):
     forged = tmp_path / "a\nerror: forged.png"
-    result = vqt("tokenize", forged, "--model", "speech", "-o", tmp_path / "x.codes")
+    forged.write_bytes(b"not media, codes, or a recipe")
+    arguments = {
+        "tokenize": [forged, "--model", "speech", "-o", tmp_path / "x.codes"],
+        "decode": [forged, "--model", "speech", "-o", tmp_path / "x.wav"],
+        "info": [forged],
+        "validate": [forged],
+        "eval": [forged],
+    }[command]
+    result = vqt(command, *arguments)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.count("error:") == 2  # the second one escaped
     assert "a\\nerror: forged.png" in result.stderr

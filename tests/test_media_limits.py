@@ -1,5 +1,8 @@
 """Media the toolkit is handed: decompression bombs, EXIF orientation, animated images, several tracks."""
 
+import struct
+import zlib
+
 import av
 import numpy as np
 import pytest
@@ -8,12 +11,27 @@ from PIL import Image
 from test_bad_inputs import assert_one_line_error
 from vqt_image.io import MAX_PIXELS, read_image
 
+pytestmark = pytest.mark.hostile("media")
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A PNG header claiming a 1-bit width x height image, with a tiny zlib stream for its pixels (a real
+    bomb would compress all of them into a few KB; the reader must refuse it before decompressing)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    pixels = zlib.compress(bytes(2**16))  # the first rows of zeros
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
 
 @pytest.mark.parametrize("size", [(12000, 12000), (8193, 8192), (2**22, 17), (17, 2**22), (65000, 65000)])
 def test_a_decompression_bomb_is_refused_before_it_is_decompressed(tiny_image_run, tmp_path, size):
     path = tmp_path / "bomb.png"
-    Image.new("1", size).save(path)  # a few KB on disk
-    assert path.stat().st_size < 2**20 and size[0] * size[1] > MAX_PIXELS
+    path.write_bytes(bomb_png(*size))
+    assert path.stat().st_size < 2**12 and size[0] * size[1] > MAX_PIXELS
+    assert Image.open(path).size == size
     result = vqt("tokenize", path, "--model", tiny_image_run, "-o", tmp_path / "b.codes")
     assert_one_line_error(result, path, f"{size[0]} x {size[1]} pixels is more than vqt reads")
     assert not (tmp_path / "b.codes").exists()

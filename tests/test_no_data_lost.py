@@ -1,6 +1,8 @@
 """Nothing a command writes destroys what the user had: inputs, earlier pictures, earlier runs."""
 
+import errno
 import json
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY, vqt
@@ -10,17 +12,50 @@ from vqt_image.io import read_image, write_image
 
 from vqtoolkit.errors import VQTError
 
+pytestmark = pytest.mark.hostile("nothing lost")
 
-def test_decode_refuses_to_write_over_its_codes_file(tiny_image_run, tmp_path):
+
+@pytest.mark.parametrize("command", ["decode", "tokenize"])
+def test_an_output_never_replaces_its_input(tiny_image_run, tmp_path, command):
     picture = tmp_path / "shirt.png"
     write_image(picture, image_dataset("", "test", 1)[0])
     codes = tmp_path / "shirt.codes"
     assert vqt("tokenize", picture, "--model", tiny_image_run, "-o", codes).returncode == 0
-    before = codes.read_bytes()
-    result = vqt("decode", codes, "--model", tiny_image_run, "-o", codes)
+    source = codes if command == "decode" else picture
+    before = source.read_bytes()
+    result = vqt(command, source, "--model", tiny_image_run, "-o", source)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"error: {codes}: is the input {codes}; choose another output path"
-    assert codes.read_bytes() == before
+    problem = {
+        "decode": f"is the input {source}; choose another output path",
+        "tokenize": "is a file, not a folder; give -o a folder or a name ending in .codes",
+    }[command]
+    assert result.stderr.strip() == f"error: {source}: {problem}"
+    assert source.read_bytes() == before
+
+
+def test_a_failed_codes_write_keeps_the_old_codes_whole(tiny_image_run, tmp_path, monkeypatch):
+    pictures = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path, image in zip(pictures, image_dataset("", "test", 1)):
+        write_image(path, image)
+    target = tmp_path / "out.codes"
+    assert vqt("tokenize", pictures[0], "--model", tiny_image_run, "-o", target).returncode == 0
+    before = target.read_bytes()
+
+    def full_disk(self, data):
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])  # part of the new file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    result = vqt("tokenize", pictures[1], "--model", tiny_image_run, "-o", target)
+    monkeypatch.undo()
+    assert result.returncode == 1 and f"error: {target}: cannot write it" in result.stderr
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.png",
+        "b.png",
+        "out.codes",
+    ]
+    assert vqt("decode", target, "--model", tiny_image_run, "-o", tmp_path / "back.png").returncode == 0
 
 
 def test_a_failed_picture_write_keeps_the_old_picture_whole(tmp_path, monkeypatch):

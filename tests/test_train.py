@@ -117,6 +117,7 @@ def test_resume_from_a_folder_that_is_not_a_run_fails_in_one_line(tmp_path):
     assert result.stdout == ""
 
 
+@pytest.mark.hostile("run directories")
 def test_weights_without_the_restart_state_load_and_other_gaps_are_one_line(vqvae_run, tmp_path):
     import shutil
 

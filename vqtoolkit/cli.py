@@ -329,6 +329,8 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir, codebooks):
     audio = Tokenizer.load(audio_run_dir, device) if audio_run_dir else None
     files = tokenizer.media_files(list(inputs))
     output = Path(output)
+    if output.suffix != ".codes" and output.exists() and not output.is_dir():
+        raise VQTError(f"{output}: is a file, not a folder; give -o a folder or a name ending in .codes")
     if len(files) == 1:  # one input: its error, if any, is the one line the user sees
         target = output if output.suffix == ".codes" else output / (files[0].stem + ".codes")
         note = tokenizer.tokenize(files[0], target, audio)
