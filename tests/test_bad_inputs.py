@@ -472,6 +472,8 @@ BAD_RECIPES = {
     "missing": "cannot read recipe",
     "directory": "cannot read recipe",
     "unreadable": "Permission denied",
+    "endless": "larger than 1 MB; not a recipe",  # /dev/zero: read no further than the limit
+    "huge": "larger than 1 MB; not a recipe",
     "python-tag": "not valid YAML",
     "os-system": "unknown encoder 'os.system'",
     "builtins-eval": "unknown bottleneck 'builtins.eval'",
@@ -549,6 +551,10 @@ def bad_recipe(kind: str, folder: Path) -> Path:
         shutil.copy(png(folder / "p.png"), path)
     elif kind == "directory":
         path.mkdir()
+    elif kind == "endless":
+        path.symlink_to("/dev/zero")
+    elif kind == "huge":
+        path.write_text(text + "# padding\n" * 200_000)
     elif kind == "unreadable":
         path.write_text(text)
         lock(path)

@@ -91,6 +91,31 @@ def test_training_into_a_run_directory_refuses_unless_resume_or_overwrite(tmp_pa
     assert fresh.returncode == 0 and json.loads(fresh.stdout)["step"] == 2
 
 
+def test_training_into_a_folder_of_other_files_refuses_unless_overwrite(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"the user's own file")
+    quick = [*TINY["image"][1], "train.max_steps=2", f"train.out_dir={folder}"]
+    refused = vqt("train", ROOT / "recipes/image_vqvae.yaml", *quick)
+    assert refused.returncode == 1 and refused.stderr.startswith(f"error: {folder}: holds other files")
+    assert [p.name for p in folder.iterdir()] == ["holiday.jpg"]
+    forced = vqt("train", "--overwrite", ROOT / "recipes/image_vqvae.yaml", *quick)
+    assert forced.returncode == 0 and (folder / "holiday.jpg").read_bytes() == b"the user's own file"
+
+
+def test_several_inputs_and_one_codes_file_are_refused_before_writing(tiny_image_run, tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for index, image in zip(range(2), image_dataset("", "test", 1)):
+        write_image(folder / f"{index}.png", image)
+    result = vqt("tokenize", folder, "--model", tiny_image_run, "-o", tmp_path / "all.codes")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: {tmp_path / 'all.codes'}: 2 inputs write one codes file each; give -o a folder"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pictures"]
+
+
 def test_temporary_files_left_by_a_killed_process_are_ignored(tiny_image_run, tmp_path):
     folder = tmp_path / "pictures"
     folder.mkdir()

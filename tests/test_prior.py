@@ -66,6 +66,25 @@ def test_sample_writes_images_and_a_grid(tiny_image_run, image_prior, tmp_path):
         )
 
 
+def test_samples_are_drawn_a_batch_at_a_time(tiny_image_run, image_prior, tmp_path):
+    run, _ = image_prior
+    result = vqt("sample", "--model", tiny_image_run, "--prior", run, "-n", 66, "-o", tmp_path / "s")
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "s").glob("sample_*.png"))) == 66
+    assert Image.open(tmp_path / "s" / "grid.png").size == (8 * 30 + 2, 8 * 30 + 2)  # the first 64, 8 x 8
+
+
+@pytest.mark.hostile("media")
+@pytest.mark.parametrize("option", [["-n", "0"], ["-n", "-3"], ["--temperature", "nan"],
+                                    ["--temperature", "inf"], ["--temperature", "0"]])  # fmt: skip
+def test_bad_sample_options_are_one_line(tiny_image_run, image_prior, tmp_path, option):
+    run, _ = image_prior
+    result = vqt("sample", "--model", tiny_image_run, "--prior", run, *option, "-o", tmp_path / "s")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: -n must be at least 1 and --temperature a number above 0")
+    assert not (tmp_path / "s").exists()
+
+
 def test_prior_of_another_model_and_bad_prior_recipes_are_refused(
     tiny_image_run, image_prior, tiny_speech_run, tmp_path
 ):

@@ -336,6 +336,8 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir, codebooks):
         note = tokenizer.tokenize(files[0], target, audio)
         click.echo(one_line(f"note: {note}" if note else f"wrote {target}"), err=True)
         return
+    if output.suffix == ".codes":
+        raise VQTError(f"{output}: {len(files)} inputs write one codes file each; give -o a folder")
     failures = 0
     targets = codes_targets(files, output)  # refuses two inputs that would share a codes file
     bar = sys.stderr.isatty()  # off in logs: tqdm.write would wrap each error line in the bar's redraws
@@ -399,7 +401,8 @@ def decode(codes, run_dir, output, device, audio_run_dir):
 def sample_command(run_dir, prior_dir, count, output, temperature, seed, naive, device):
     """Generate new media: sample codes from a prior and decode them.
 
-    Writes sample_000.png (or .wav, .mp4) ... and, for images, one grid.png of all of them.
+    Writes sample_000.png (or .wav, .mp4) ... and, for images, one grid.png of the first 64. Samples are
+    drawn 64 at a time, so memory does not grow with -n.
 
     \b
     Example:
@@ -410,8 +413,10 @@ def sample_command(run_dir, prior_dir, count, output, temperature, seed, naive, 
     from vqtoolkit.tokenizer import Tokenizer
     from vqtoolkit.train.prior import sample_media
 
-    if count < 1 or temperature <= 0:
-        raise VQTError("-n must be at least 1 and --temperature above 0")
+    if count < 1 or not 0 < temperature < float("inf"):
+        raise VQTError(
+            f"-n must be at least 1 and --temperature a number above 0, got {count} and {temperature}"
+        )
     tokenizer = Tokenizer.load(run_dir, device)
     paths = sample_media(tokenizer, prior_dir, count, Path(output), temperature, seed, cached=not naive)
     click.echo(f"wrote {len(paths)} samples to {output}", err=True)

@@ -137,7 +137,11 @@ class RecipeError(VQTError):
 def load_recipe(path: str | Path, overrides: list[str] = (), check: bool = True) -> Recipe:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as file:  # a bounded read: the path could be /dev/zero or a huge file
+            data = file.read(MAX_RECIPE_BYTES + 1)
+        if len(data) > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: larger than {MAX_RECIPE_BYTES // 2**20} MB; not a recipe")
+        text = data.decode("utf-8")
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read recipe: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
@@ -166,7 +170,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check: bool = True)
     return recipe
 
 
-MAX_RECIPE_VALUES, MAX_RECIPE_DEPTH = 10_000, 16
+MAX_RECIPE_VALUES, MAX_RECIPE_DEPTH, MAX_RECIPE_BYTES = 10_000, 16, 2**20
 
 
 def _check_node(node: yaml.Node | None, path: Path) -> None:

@@ -41,11 +41,19 @@ DATA_WAIT_MIN_STEPS = 50  # ... in a run of at least this many steps
 
 
 def refuse_existing_run(folder: Path) -> None:
-    """A new run never writes over another: one line when `folder` holds a run's files."""
+    """A new run never writes over another, nor into a folder of other files: one line if `folder` holds
+    a run's files or anything else."""
     if any((folder / name).exists() for name in (CONFIG_FILE, MODEL_FILE, STATE_FILE, METRICS_FILE)):
         raise VQTError(
             f"{folder}: holds a run already; continue it with `vqt train --resume {folder}`, start it "
             "again with --overwrite, or choose another train.out_dir"
+        )
+    if folder.exists() and not folder.is_dir():
+        raise VQTError(f"{folder}: is a file; train.out_dir must be a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise VQTError(
+            f"{folder}: holds other files; choose a new or empty train.out_dir (or train into it anyway "
+            "with --overwrite)"
         )
 
 

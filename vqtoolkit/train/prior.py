@@ -174,6 +174,9 @@ def load_prior(run_dir: str | Path, device: str = "cpu"):
     return prior.to(device).eval(), recipe, grid, meta["tokenizer_hash"]
 
 
+SAMPLE_BATCH = 64
+
+
 def sample_media(tokenizer: Tokenizer, prior_dir: str | Path, count: int, out_dir: Path, temperature: float,
                  seed: int, cached: bool = True) -> list[Path]:  # fmt: skip
     """Draw `count` code grids from the prior, decode them with the VQ-VAE and write media files."""
@@ -184,22 +187,25 @@ def sample_media(tokenizer: Tokenizer, prior_dir: str | Path, count: int, out_di
             f"{tokenizer.run_dir} has {tokenizer.model_hash})"
         )
     generator = torch.Generator(device=tokenizer.device).manual_seed(seed)
-    codes = sample(prior, (count, *grid), temperature, generator=generator, cached=cached)
-    media = tokenizer.model.decode(codes).float().clamp(*tokenizer.modality.value_range).cpu()
     out_dir.mkdir(parents=True, exist_ok=True)
     modality = tokenizer.modality
     suffix = {"image": ".png", "speech": ".wav", "video": ".mp4"}.get(modality.name, modality.extensions[0])
     meta = tokenizer.options(modality.stream or modality.read)  # e.g. the sample rate the model works at
     meta["fps"] = meta.get("fps") or 25.0
     paths = []
-    for index, item in enumerate(media):
-        path = out_dir / f"sample_{index:03d}{suffix}"
-        modality.write(path, item, meta)
-        paths.append(path)
-    if modality.rank == 2:
-        from vqtoolkit.pictures import save_grid
+    batches = range(0, count, SAMPLE_BATCH)  # drawn, decoded and written a batch at a time: flat memory
+    for start in progress(batches, desc="sample", unit="batch", disable=len(batches) == 1):
+        shape = (min(SAMPLE_BATCH, count - start), *grid)
+        codes = sample(prior, shape, temperature, generator=generator, cached=cached)
+        media = tokenizer.model.decode(codes).float().clamp(*tokenizer.modality.value_range).cpu()
+        for index, item in enumerate(media, start):
+            path = out_dir / f"sample_{index:03d}{suffix}"
+            modality.write(path, item, meta)
+            paths.append(path)
+        if modality.rank == 2 and start == 0:
+            from vqtoolkit.pictures import save_grid
 
-        save_grid(media, out_dir / "grid.png")
+            save_grid(media, out_dir / "grid.png")  # the first batch's samples side by side
     return paths
 
 
