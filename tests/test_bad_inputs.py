@@ -6,6 +6,7 @@ are not UTF-8) must work and give correct output. Media are made here with PyAV 
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -441,6 +442,47 @@ def test_bad_run_directories(tiny_image_run, image_codes, tmp_path, kind):
         assert_one_line_error(vqt(*command), where, problem)
     assert not marker.exists()
     assert not (tmp_path / "a.codes").exists() and not (tmp_path / "a_out.png").exists()
+
+
+DAMAGED_LOG_LINES = {
+    "not UTF-8": b"\x00\xff\xfe{\n",
+    "not JSON": b"not json\n",
+    "not a record": b"[1, 2, 3]\n",
+    "a string step": b'{"step": "12", "split": "eval", "mse": 0.1}\n',
+    "a string value": b'{"step": 30, "split": "eval", "mse": "low"}\n',
+    "one very long line": b'{"step": 31, "split": "eval", "mse": ' + b"1" * 2**21 + b"}\n",
+    "cut short": b'{"step": 32, "spl',
+}
+
+
+@pytest.mark.hostile("run directories")
+@pytest.mark.parametrize("damage", list(DAMAGED_LOG_LINES))
+def test_a_damaged_metrics_log_is_read_line_by_line(tiny_image_run, tmp_path, damage):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_image_run, run)
+    with open(run / "metrics.jsonl", "ab") as log:
+        log.write(DAMAGED_LOG_LINES[damage])
+    info = vqt("info", run, "--json")
+    assert info.returncode == 0, info.stderr
+    final = json.loads(info.stdout)["final_metrics"]
+    assert final and all(isinstance(value, (int, float)) for value in final.values())
+    report = vqt("report", run, "-o", tmp_path / "report")
+    assert report.returncode == 0, report.stderr
+    resumed = vqt("train", "--resume", run, "train.max_steps=21")
+    assert resumed.returncode == 0, resumed.stderr
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 21
+
+
+@pytest.mark.hostile("media")
+@pytest.mark.parametrize("device", ["meta", "xla", "cuda:x", "cuda:7", "gpu"])
+def test_a_device_that_cannot_run_is_one_line_naming_the_option(tiny_image_run, tmp_path, device):
+    picture = png(tmp_path / "a.png")
+    options = ["--model", tiny_image_run, "--device", device, "-o", tmp_path / "a.codes"]
+    result = vqt("tokenize", picture, *options)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: --device: ") and device in result.stderr
+    assert not (tmp_path / "a.codes").exists()
 
 
 @pytest.mark.hostile("run directories")

@@ -42,7 +42,7 @@ def report(run_dir, out_dir, batches, samples, seed, device):
     if samples < 1:
         raise VQTError("--samples must be at least 1")
     path = write_report(
-        run_dir, out_dir, str(resolve_device(device)), batches=batches, samples=samples, seed=seed
+        run_dir, out_dir, str(resolve_device(device, "--device")), batches=batches, samples=samples, seed=seed
     )
     click.echo(f"wrote {path}", err=True)
 

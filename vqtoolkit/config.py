@@ -171,6 +171,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check: bool = True)
 
 
 MAX_RECIPE_VALUES, MAX_RECIPE_DEPTH, MAX_RECIPE_BYTES = 10_000, 16, 2**20
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?|mps"
 
 
 def _check_node(node: yaml.Node | None, path: Path) -> None:
@@ -276,7 +277,7 @@ def check_recipe(recipe: Recipe, source: str = "recipe", lines: dict[str, int | 
     from vqtoolkit.plugins import registry
 
     where = _Where(source, lines or {})
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", recipe.train.device):
+    if not re.fullmatch(DEVICE_PATTERN, recipe.train.device):
         raise where.error(
             "train.device", f"unknown device {recipe.train.device!r} (auto, cpu, cuda, cuda:N, mps)"
         )

@@ -37,7 +37,7 @@ class Tokenizer:
     def load(cls, run_dir: str | Path, device: str = "auto", codebooks: int = 0) -> Tokenizer:
         from vqtoolkit.train.loop import resolve_device
 
-        run_dir, device = resolve_model(run_dir), resolve_device(device)
+        run_dir, device = resolve_model(run_dir), resolve_device(device, "--device")
         model, recipe = load_model(run_dir, device)
         if not model.discrete:
             raise VQTError(f"{run_dir}: the model's bottleneck is continuous and has no codes to tokenize")

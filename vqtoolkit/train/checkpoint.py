@@ -224,16 +224,41 @@ def load_checkpoint(
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl file, without a line cut short by a kill ([] when there is none)."""
+    """The records of a metrics.jsonl file ([] when there is none). A run directory is untrusted: a line
+    that is not a record ({"step": int, "split": str, name: number, ...}), such as one cut short by a kill,
+    is skipped, and so is a value that is not a number."""
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    with open(path, "rb") as file:
+        while line := file.readline(MAX_METRICS_LINE + 1):
+            if len(line) > MAX_METRICS_LINE:  # no record is this long: skip to the end of the line
+                while line and not line.endswith(b"\n"):
+                    line = file.readline(MAX_METRICS_LINE)
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:  # not JSON, or not UTF-8
+                continue
+            if (
+                isinstance(record, dict)
+                and _is_count(record.get("step"))
+                and isinstance(record.get("split"), str)
+            ):
+                numbers = {k: v for k, v in record.items() if _is_number(v) and k != "step"}
+                records.append({"step": record["step"], "split": record["split"], **numbers})
     return records
+
+
+MAX_METRICS_LINE = 2**20
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from contextlib import nullcontext
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vqtoolkit.config import Recipe, dump_recipe
+from vqtoolkit.config import DEVICE_PATTERN, Recipe, dump_recipe
 from vqtoolkit.errors import VQTError
 from vqtoolkit.model import Autoencoder, check_model_size
 from vqtoolkit.progress import progress
@@ -57,15 +58,20 @@ def refuse_existing_run(folder: Path) -> None:
         )
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """The torch device for `name` (auto, cpu, cuda, cuda:N, mps); `option` names where it was given."""
+    if not re.fullmatch(DEVICE_PATTERN, name):
+        raise VQTError(f"{option}: unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise VQTError(f"train.device: unknown device '{name}' (use auto, cpu or cuda)") from None
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise VQTError("train.device: cuda was asked for but no GPU is available (use auto or cpu)")
+        raise VQTError(f"{option}: {name} was asked for but no GPU is available (use auto or cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise VQTError(f"{option}: {name} was asked for but this machine has {count} GPUs")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise VQTError(f"{option}: mps was asked for but is not available here (use auto or cpu)")
     return device
 
 
