@@ -9,7 +9,9 @@ Both get the same latents (64, 64, 32, 32): N = 65,536 vectors of D = 64, and th
 normal draw, as a k-means init from such latents would give): EMA decay 0.99, commitment weight 0.25,
 Laplace smoothing 1e-5, plain straight-through (the peer's rotation trick off), no k-means, no dead-code
 replacement, train mode. A step is the forward pass (which makes the EMA update, in both), then the
-backward pass of mean(z_q^2) + the quantizer's loss. Ours, the peer's and the floor run interleaved
+backward pass from a fixed upstream gradient of z_q (a normal draw, what a decoder would send back) plus
+the quantizer's own loss: the quantizer's work alone, no stand-in decoder loss whose backward the floor
+does not pay either. Ours, the peer's and the floor run interleaved
 after a warm-up; medians of the repeats. The first step of each must give identical codes (same codebook,
 same inputs, before any EMA update); the codebooks after that step are compared too.
 
@@ -21,7 +23,8 @@ which no quantizer step gets for free); it is timed at three chunk sizes (blocks
 be faster than it; a step that seems to be means the floor is wrong. The unchunked product alone
 (`gemm`) is printed beside it.
 
-FSQ and LFQ: one training step (forward and backward of mean(z_q^2) + the quantizer's loss) of ours
+FSQ and LFQ: one training step (forward, and backward from the same kind of upstream gradient plus the
+quantizer's loss) of ours
 against the peer's FSQ (levels 8, 5, 5, 5) and LFQ (10 bits, entropy weight 0.1), both projecting the
 D = 64 latents to their channels and back.
 
@@ -81,15 +84,37 @@ def quantizers(codebook: torch.Tensor, sides: tuple[str, ...]) -> dict[str, torc
 
 
 def step(side: str, quantizer: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
-    """Forward (with the EMA update) and backward of mean(z_q^2) + the quantizer's loss; returns the codes."""
+    """Forward (with the EMA update), then backward from a fixed upstream gradient of z_q plus the
+    quantizer's loss; returns the codes."""
     z = latents.detach().requires_grad_()
     if side == "ours":
         out = quantizer(z)
         z_q, codes, loss = out.z, out.codes, out.loss
     else:
         z_q, codes, loss = quantizer(z)
-    (z_q.pow(2).mean() + loss).backward()
+    backward(z_q, loss)
     return codes
+
+
+def upstream(like: torch.Tensor) -> torch.Tensor:
+    """A fixed gradient for z_q, as a decoder would send back (the same for every step of a shape)."""
+    key = (tuple(like.shape), like.device)
+    if key not in _UPSTREAM:
+        generator = torch.Generator().manual_seed(1)
+        _UPSTREAM[key] = (1e-3 * torch.randn(like.shape, generator=generator)).to(like.device)
+    return _UPSTREAM[key]
+
+
+_UPSTREAM: dict = {}
+
+
+def backward(z_q: torch.Tensor, loss) -> None:
+    """Backward from `upstream` into z_q and from the quantizer's own loss (0 when it has none)."""
+    tensors, grads = [z_q], [upstream(z_q)]
+    if isinstance(loss, torch.Tensor) and loss.requires_grad:
+        tensors.append(loss)
+        grads.append(None)
+    torch.autograd.backward(tensors, grads)
 
 
 def codebook_of(side: str, quantizer: torch.nn.Module) -> torch.Tensor:
@@ -193,7 +218,7 @@ def scalar_speed(batch: int, warmup: int, repeats: int, device: str) -> list[dic
     def ours_step(quantizer) -> None:
         z = latents.detach().requires_grad_()
         out = quantizer(z)
-        (out.z.pow(2).mean() + out.loss).backward()
+        backward(out.z, out.loss)
 
     def peer_step(quantizer, method: str) -> None:
         z = latents.detach().requires_grad_()
@@ -202,7 +227,7 @@ def scalar_speed(batch: int, warmup: int, repeats: int, device: str) -> list[dic
         else:  # the peer's LFQ takes channel-last vectors
             rows = rearrange(z, "b d h w -> b (h w) d")
             z_q, _, loss = quantizer(rows)
-        (z_q.pow(2).mean() + loss).backward()
+        backward(z_q, loss)
 
     results = []
     for method, (ours, peer) in made.items():

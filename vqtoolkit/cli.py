@@ -87,7 +87,7 @@ def plugins(show_all, as_json):
     Example:
       vqt plugins --all --json
     """
-    from vqtoolkit.plugins import DEFAULT_PLUGINS, failed_plugins, plugin_names, registries
+    from vqtoolkit.plugins import builtin_plugins, failed_plugins, plugin_names, registries
 
     regs = registries()  # first: a plugin whose hook raises is left out there
     listing = {name: {} for name in plugin_names(builtins=show_all) if name not in failed_plugins}
@@ -96,7 +96,7 @@ def plugins(show_all, as_json):
             if entry.plugin in listing:
                 listing[entry.plugin].setdefault(kind, []).append(entry.name)
     rows = [
-        {"name": name, "builtin": name in DEFAULT_PLUGINS, "registered": registered}
+        {"name": name, "builtin": name in builtin_plugins, "registered": registered}
         for name, registered in listing.items()
     ]
     rows += [{"name": name, "error": why} for name, why in failed_plugins.items()]
@@ -246,7 +246,7 @@ def eval_command(run_dir, data_path, batches):
     from vqtoolkit.tokenizer import resolve_model
     from vqtoolkit.train.checkpoint import load_model
     from vqtoolkit.train.data import eval_loader, make_dataset
-    from vqtoolkit.train.evaluate import evaluate
+    from vqtoolkit.train.evaluate import evaluate, metric_functions
     from vqtoolkit.train.loop import resolve_device
     from vqtoolkit.train.prior import evaluate_prior_run, is_prior_run
 
@@ -260,7 +260,7 @@ def eval_command(run_dir, data_path, batches):
         recipe.data.eval_path = data_path
     modality = registry("modalities").get(recipe.data.modality)
     dataset = make_dataset(recipe, modality, "test")
-    metrics = {name: registry("metrics").get(name) for name in modality.metrics}
+    metrics = metric_functions(modality, recipe)
     loader = eval_loader(dataset, recipe.train.batch_size)
     results = evaluate(model, loader, metrics, device, modality.value_range, batches)
     click.echo(json.dumps(results, indent=2))

@@ -116,6 +116,12 @@ class AdversarialConfig:
 
 
 @dataclass
+class EvalConfig:
+    # registered metrics (`vqt plugins --all` lists them) evaluated besides the modality's own
+    metrics: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Recipe:
     data: DataConfig = field(default_factory=DataConfig)  # what to train and evaluate on
     model: ModelConfig = field(default_factory=ModelConfig)  # the encoder, decoder and loss
@@ -125,6 +131,7 @@ class Recipe:
     prior: Component | None = None  # prior recipes: the prior over the codes (default pixelcnn)
     tokenizer: str = ""  # prior recipes: the trained VQ-VAE run whose codes the prior models
     adversarial: AdversarialConfig | None = None  # adversarial training (GAN losses); None = off
+    eval: EvalConfig = field(default_factory=EvalConfig)  # held-out evaluation
 
 
 class RecipeError(VQTError):
@@ -310,6 +317,11 @@ def check_recipe(recipe: Recipe, source: str = "recipe", lines: dict[str, int | 
         except VQTError as exc:
             raise where.error(f"{key}.name", str(exc).split(": ", 1)[1]) from None
         check_options(factory, component.args, key, where)
+    for index, metric in enumerate(recipe.eval.metrics):
+        try:
+            registry("metrics").get(metric, "eval.metrics")
+        except VQTError as exc:
+            raise where.error(f"eval.metrics.{index}", str(exc).split(": ", 1)[1]) from None
 
 
 def _check_prior_recipe(recipe: Recipe, where: _Where) -> None:

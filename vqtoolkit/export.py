@@ -80,14 +80,16 @@ class Exported:
 
 
 def example_grid(recipe, modality, downsample: tuple[int, ...]) -> list[int]:
-    """The recipe's training example size, rounded up to a multiple of the downsampling."""
-    options = recipe.data.options
-    if modality.rank == 1:
-        grid = [int(options.get("segment", 16384))]
-    elif modality.rank == 2:
-        grid = [int(s) for s in options.get("size", [32, 32])]
+    """The grid of one training example (the modality's `example_grid`, else the first held-out example's),
+    rounded up to a multiple of the downsampling."""
+    if modality.example_grid:
+        grid = [int(size) for size in modality.example_grid(dict(recipe.data.options))]
     else:
-        grid = [int(options.get("frames", 8)), *(int(s) for s in options.get("size", [64, 64]))]
+        from vqtoolkit.train.data import make_dataset
+
+        grid = list(make_dataset(recipe, modality, "test")[0].shape[1:])
+    if len(grid) != len(downsample):
+        raise VQTError(f"{modality.name}: example_grid gave {grid}, not a grid of rank {len(downsample)}")
     return [-(-size // factor) * factor for size, factor in zip(grid, downsample)]
 
 

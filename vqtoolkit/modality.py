@@ -30,8 +30,31 @@ class Modality:
     stream_writer: Callable[..., Any] | None = None
     # info(path) -> what the source file was (size, rate, fps...), kept in codes files so decoding restores it
     info: Callable[..., Any] | None = None
-    # picture(originals, reconstructions, path): saves a side-by-side picture; None = the core's default
+    # picture(originals, reconstructions, path): the training picture (recon_<step>.png) of a fixed held-out
+    # batch and its reconstruction, saved as a PNG without matplotlib; None = no training pictures
     picture: Callable[..., Any] | None = None
+    # report_picture(originals, reconstructions, path, data_options): `vqt report`'s matplotlib drawing of
+    # held-out examples (N, C, *grid) and their reconstructions, or of prior samples alone when
+    # reconstructions is None, saved at path; `data_options` are the recipe's `data` options (e.g. the
+    # sample rate). None = the report draws no media
+    report_picture: Callable[..., Any] | None = None
+    report_picture_name: str = "reconstructions.png"  # the file name the report saves it under
+    # report_examples(dataset, data_options, count) -> (N, C, *grid) held-out examples for that picture (for
+    # speech, a few seconds of consecutive windows); None = the first `count` examples
+    report_examples: Callable[..., Any] | None = None
+    report_samples: int = 16  # prior samples `vqt report` decodes and draws
+    # overview(samples, path): one picture of many samples (N, C, *grid), which `vqt sample` saves as
+    # grid.png (images: a grid of them); None = none
+    overview: Callable[..., Any] | None = None
+    suffix: str = ""  # the suffix `vqt sample` writes ("" = the first of `extensions`)
+    sample_bits: int = 8  # bits of one stored media sample: the prior's bits-per-dimension bound uses it
+    # time_rate(media) -> steps per second along the first grid axis, from the media metadata that `read`
+    # or `stream` returned (the fps of video, the sample rate of audio); `vqt decode` interleaves a video
+    # and its audio track by it. None = 1.0
+    time_rate: Callable[[dict], float] | None = None
+    # example_grid(data_options) -> the grid of one training example, e.g. [frames, height, width], that
+    # `vqt export` traces with; None = the shape of the first held-out example
+    example_grid: Callable[[dict], list[int]] | None = None
     # check_media(media) raises ValueError when a codes file's media metadata (what `read` / `stream` and
     # `info` wrote) has a wrong type or an absurd value; called before decoding allocates anything
     check_media: Callable[[dict], None] | None = None
@@ -39,6 +62,14 @@ class Modality:
     # a run directory (config.yaml + model.safetensors) the plugin ships: `--model NAME` and commands given
     # no --model use it; "" = none shipped
     default_model: str = ""
+
+    @property
+    def output_suffix(self) -> str:
+        return self.suffix or self.extensions[0]
+
+    def rate(self, media: dict) -> float:
+        """Steps per second of the first grid axis for this media metadata (see `time_rate`)."""
+        return float(self.time_rate(media)) if self.time_rate else 1.0
 
 
 def check_numbers(

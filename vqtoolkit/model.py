@@ -60,15 +60,47 @@ class Autoencoder(nn.Module):
         return self.media(self.decoder(self.bottleneck.decode(codes)))
 
 
+DISCRETE_CONTRACT = ("encode", "decode", "codebook_sizes", "usage_stats", "reset_usage")
+
+
+def check_bottleneck(bottleneck: Bottleneck, name: str, plugin: str) -> None:
+    """A discrete bottleneck must implement the whole contract (see docs/plugins.md): one line naming the
+    plugin and what is missing, before anything is trained or tokenized with it."""
+    if not isinstance(bottleneck, Bottleneck):
+        raise RecipeError(f"bottleneck '{name}' of plugin '{plugin}' is not a vqtoolkit.nn.base.Bottleneck")
+    if not bottleneck.discrete:
+        return
+    missing = [
+        method
+        for method in DISCRETE_CONTRACT
+        if not callable(getattr(bottleneck, method, None))
+        or getattr(type(bottleneck), method, None) is getattr(Bottleneck, method, None)
+    ]
+    if missing:
+        raise RecipeError(
+            f"bottleneck '{name}' of plugin '{plugin}' is discrete but does not implement "
+            f"{', '.join(missing)} (see the bottleneck contract in docs/plugins.md)"
+        )
+    sizes = bottleneck.codebook_sizes()
+    if not sizes or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in sizes):
+        raise RecipeError(
+            f"bottleneck '{name}' of plugin '{plugin}': codebook_sizes() must list one positive integer per "
+            f"codebook, got {sizes!r}"
+        )
+
+
 def build_model(recipe: Recipe) -> Autoencoder:
     from vqtoolkit.plugins import registry
 
     modality = registry("modalities").get(recipe.data.modality, "data.modality")
     channels, latent = recipe.data.channels, recipe.model.latent_dim
     model = recipe.model
+    bottleneck = instantiate("bottlenecks", recipe.bottleneck, "bottleneck", "", latent)
+    entry = registry("bottlenecks").entry(recipe.bottleneck.name)
+    check_bottleneck(bottleneck, entry.name, entry.plugin)
     return Autoencoder(
         encoder=instantiate("encoders", model.encoder, "model.encoder", modality.encoder, channels, latent),
-        bottleneck=instantiate("bottlenecks", recipe.bottleneck, "bottleneck", "", latent),
+        bottleneck=bottleneck,
         decoder=instantiate("decoders", model.decoder, "model.decoder", modality.decoder, channels, latent),
         loss=instantiate("losses", model.loss, "model.loss", modality.loss),
         modality=recipe.data.modality,

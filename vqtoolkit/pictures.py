@@ -11,23 +11,28 @@ from PIL import Image
 
 
 def save_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path) -> None:
-    """Top row originals, bottom row reconstructions. Images (B,C,H,W); video (B,C,T,H,W) shows the
-    first clip's frames; audio (B,1,T) draws waveforms."""
-    if originals.dim() == 5:
-        originals, reconstructions = (
-            rearrange(v[0], "c t h w -> t c h w") for v in (originals, reconstructions)
-        )
-    elif originals.dim() == 3:
-        originals, reconstructions = waveform_image(originals), waveform_image(reconstructions)
+    """Images (B, C, H, W): the originals in the top row, their reconstructions below (small images are
+    enlarged so that people can see them)."""
     if originals.shape[1] not in (1, 3):
         raise ValueError(f"cannot draw {originals.shape[1]}-channel media")
-    if originals.shape[-2] < 64:  # small images (28 px Fashion-MNIST) are enlarged so people can see them
+    if originals.shape[-2] < 64:  # 28 px Fashion-MNIST
         scale = -(-64 // originals.shape[-2])
         originals, reconstructions = (
             v.repeat_interleave(scale, -2).repeat_interleave(scale, -1) for v in (originals, reconstructions)
         )
     count = min(len(originals), 8)
     save_grid(torch.cat([originals[:count], reconstructions[:count]]), path, columns=count)
+
+
+def save_frame_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path) -> None:
+    """Clips (B, C, T, H, W): the first clip's frames above their reconstructions."""
+    first = (rearrange(v[0], "c t h w -> t c h w") for v in (originals, reconstructions))
+    save_reconstructions(*first, path)
+
+
+def save_waveform_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path) -> None:
+    """Audio (B, 1, T): waveform envelopes of the originals above those of their reconstructions."""
+    save_reconstructions(waveform_image(originals), waveform_image(reconstructions), path)
 
 
 def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:

@@ -13,48 +13,55 @@ import pluggy
 from vqtoolkit import hookspecs
 from vqtoolkit.registry import KINDS, DuplicateNameError, Registry
 
-DEFAULT_PLUGINS = ("vqtoolkit.builtins", "vqt_image", "vqt_speech", "vqt_video")
+DISTRIBUTION = "vqtoolkit"  # the built-ins are this distribution's own `vqtoolkit` entry points
 
 pm = pluggy.PluginManager("vqtoolkit")
 pm.add_hookspecs(hookspecs)
 failed_plugins: dict[str, str] = {}  # plugin name -> why it did not load
+builtin_plugins: set[str] = set()  # the names of the entry points the toolkit itself declares
 _loaded = False
 
 
+def _entry_points() -> list[tuple[str, importlib.metadata.EntryPoint]]:
+    """(distribution name, entry point) of every `vqtoolkit` entry point, the toolkit's own first."""
+    found = [
+        (dist.metadata["name"], ep)
+        for dist in importlib.metadata.distributions()
+        for ep in dist.entry_points
+        if ep.group == "vqtoolkit"
+    ]
+    return sorted(found, key=lambda item: item[0] != DISTRIBUTION)
+
+
 def load_plugins(builtins: bool = True) -> None:
-    """Register the built-ins (unless `builtins` is false), then every `vqtoolkit` entry point (unless
-    autoload is disabled)."""
+    """Register the built-ins (the toolkit's own entry points, unless `builtins` is false), then every other
+    `vqtoolkit` entry point (unless autoload is disabled). Both go through the same hooks."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for module_name in DEFAULT_PLUGINS if builtins else ():
-        try:
-            pm.register(importlib.import_module(module_name), name=module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:  # the plugin exists but something it imports does not
-                failed_plugins[module_name] = f"{type(exc).__name__}: {exc}"
-    if os.environ.get("VQT_DISABLE_PLUGIN_AUTOLOAD") == "1":
-        return
+    autoload = os.environ.get("VQT_DISABLE_PLUGIN_AUTOLOAD") != "1"
     allow = {n.strip() for n in os.environ.get("VQT_LOAD_PLUGINS", "").split(",") if n.strip()}
+    entry_points = _entry_points()
+    builtin_plugins.update(ep.name for dist, ep in entry_points if dist == DISTRIBUTION)
     # pm.load_setuptools_entrypoints("vqtoolkit") stops at the first plugin that fails to import;
     # this loop does the same work one entry point at a time so one broken plugin can't hide the rest.
-    for dist in importlib.metadata.distributions():
-        for ep in dist.entry_points:
-            if ep.group != "vqtoolkit" or pm.get_plugin(ep.name) or pm.is_blocked(ep.name):
-                continue
-            if allow and ep.name not in allow and dist.metadata["name"] not in allow:
-                continue
-            try:
-                pm.register(ep.load(), name=ep.name)
-            except Exception as exc:  # noqa: BLE001 - any import error is reported, not raised
-                failed_plugins[ep.name] = f"{type(exc).__name__}: {exc}"
+    for dist, ep in entry_points:
+        builtin = ep.name in builtin_plugins
+        if (builtin and not builtins) or (not builtin and not autoload):
+            continue
+        if pm.get_plugin(ep.name) or pm.is_blocked(ep.name):
+            continue
+        if not builtin and allow and ep.name not in allow and dist not in allow:
+            continue
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:  # noqa: BLE001 - any import error is reported, not raised
+            failed_plugins[ep.name] = f"{type(exc).__name__}: {exc}"
     for name, why in failed_plugins.items():
         print(f"warning: plugin '{name}' failed to load: {why}", file=sys.stderr)
-    distributions = list(importlib.metadata.distributions())
-    known = {dist.metadata["name"] for dist in distributions}
-    known |= {ep.name for dist in distributions for ep in dist.entry_points if ep.group == "vqtoolkit"}
-    for name in sorted(allow - known - set(DEFAULT_PLUGINS)):
+    known = {dist for dist, _ in entry_points} | {ep.name for _, ep in entry_points}
+    for name in sorted(allow - known):
         print(
             f"warning: VQT_LOAD_PLUGINS names '{name}', which is not an installed vqtoolkit plugin",
             file=sys.stderr,
@@ -63,7 +70,7 @@ def load_plugins(builtins: bool = True) -> None:
 
 def plugin_names(builtins: bool = True) -> list[str]:
     load_plugins()
-    return [name for name, _ in pm.list_name_plugin() if builtins or name not in DEFAULT_PLUGINS]
+    return [name for name, _ in pm.list_name_plugin() if builtins or name not in builtin_plugins]
 
 
 @cache

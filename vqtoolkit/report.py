@@ -1,13 +1,13 @@
 """`vqt report`: pictures of a trained run made with matplotlib, and a Markdown summary that shows them.
 
-An autoencoder run gets reconstructions of held-out examples (an image grid, speech waveforms and log-mel
-spectrograms, or video frame strips, by the modality's grid rank), a codebook usage histogram and training
-curves. A prior run gets its training curves and media decoded from its samples through its tokenizer.
+An autoencoder run gets reconstructions of held-out examples (drawn by the modality's `report_picture`:
+the built-ins draw an image grid, speech waveforms and log-mel spectrograms, or video frame strips with
+the helpers below), a codebook usage histogram and training curves. A prior run gets its training curves
+and media decoded from its samples through its tokenizer.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -145,16 +145,13 @@ def frame_strips(originals: torch.Tensor, reconstructions: torch.Tensor | None, 
     return save(figure, path)
 
 
-def media_picture(modality: Modality, recipe: Recipe, originals, reconstructions, path: Path) -> Path:
-    """The comparison picture of a modality, by its grid rank: 1 audio, 2 images, 3 video."""
-    if modality.rank == 1:
-        sample_rate = int(recipe.data.options.get("sample_rate", 16000))
-        return speech_comparison(originals, reconstructions, path, sample_rate)
-    if modality.rank == 2:
-        return image_grid(originals, reconstructions, path)
-    if modality.rank == 3:
-        return frame_strips(originals, reconstructions, path)
-    raise VQTError(f"{modality.name}: no report picture for a grid of rank {modality.rank}")
+def media_picture(modality: Modality, recipe: Recipe, originals, reconstructions, path: Path) -> Path | None:
+    """The modality's own picture of held-out examples and their reconstructions (or of samples), or None
+    when the modality draws none."""
+    if modality.report_picture is None:
+        return None
+    modality.report_picture(originals, reconstructions, path, dict(recipe.data.options))
+    return path
 
 
 def usage_histogram(counts: list[torch.Tensor], path: Path) -> Path:
@@ -242,27 +239,18 @@ def autoencoder_pictures(run_dir: Path, out_dir: Path, device: str, examples: in
     model, recipe = load_model(run_dir, device)
     modality = registry("modalities").get(recipe.data.modality)
     dataset = make_dataset(recipe, modality, "test")
-    if modality.rank == 1:  # about 2 s of consecutive segments from two places, so spectrograms show speech
-        rate = int(recipe.data.options.get("sample_rate", 16000))
-        count = min(len(dataset), math.ceil(2 * rate / dataset[0].shape[-1]))
-        starts = sorted({0, max(0, len(dataset) // 2 - count // 2)})
-        originals = torch.stack([torch.cat([dataset[s + i] for i in range(count)], -1) for s in starts])
-    elif modality.rank == 3:  # the first and the last held-out clip
-        originals = torch.stack([dataset[i] for i in sorted({0, len(dataset) - 1})])
-    else:  # pictures, in a 4-wide grid
+    options = dict(recipe.data.options)
+    if modality.report_examples:
+        originals = modality.report_examples(dataset, options, examples)
+    else:
         originals = torch.stack([dataset[i] for i in range(min(examples, len(dataset)))])
     reconstructions = reconstruct(model, originals, modality, device)
     pictures = {}
-    name = {1: "speech.png", 2: "reconstructions.png", 3: "frames.png"}.get(
-        modality.rank, "reconstructions.png"
+    picture = media_picture(
+        modality, recipe, originals, reconstructions, out_dir / modality.report_picture_name
     )
-    if modality.picture:  # a plugin's own picture
-        modality.picture(originals, reconstructions, out_dir / name)
-        pictures["reconstructions"] = out_dir / name
-    else:
-        pictures["reconstructions"] = media_picture(
-            modality, recipe, originals, reconstructions, out_dir / name
-        )
+    if picture:
+        pictures["reconstructions"] = picture
     if model.discrete:
         counts = code_counts(model, eval_loader(dataset, recipe.train.batch_size), device, batches)
         pictures["codebook usage"] = usage_histogram(counts, out_dir / "codebook_usage.png")
@@ -302,12 +290,13 @@ def prior_pictures(run_dir: Path, out_dir: Path, device: str, samples: int, seed
     if tokenizer_hash != tokenizer.model_hash:
         raise VQTError(f"{run_dir}: its tokenizer {recipe.tokenizer} has changed since the prior was trained")
     modality = tokenizer.modality
-    count = samples if modality.rank == 2 else min(samples, 2)
+    count = min(samples, modality.report_samples)
     generator = torch.Generator(device=tokenizer.device).manual_seed(seed)
     codes = sample(prior, (count, *grid), generator=generator)
     media = tokenizer.model.decode(codes).float().clamp(*modality.value_range).cpu()
     picture = media_picture(modality, tokenizer.recipe, media, None, out_dir / "samples.png")
-    return {"recipe": recipe, "modality": modality, "pictures": {"samples": picture}, "tokenizer": tokenizer}
+    pictures = {"samples": picture} if picture else {}
+    return {"recipe": recipe, "modality": modality, "pictures": pictures, "tokenizer": tokenizer}
 
 
 def write_report(

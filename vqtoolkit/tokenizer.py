@@ -201,12 +201,12 @@ class Tokenizer:
             self.modality.write(out, media, meta.media)
             return note
         tracks = {"write": self.decode_pieces(codes, meta)}
-        rates = {"write": meta.media.get("fps") or meta.media.get("source", {}).get("fps") or 1.0}
+        rates = {"write": self.modality.rate(meta.media)}
         options = {}
         if audio is not None and audio_codes:
             audio.check(codes_path, audio_codes[1])
             tracks["write_audio"] = audio.decode_pieces(*audio_codes)
-            rates["write_audio"] = options["audio_rate"] = audio_codes[1].media["sample_rate"]
+            rates["write_audio"] = options["audio_rate"] = audio.modality.rate(audio_codes[1].media)
         with self.modality.stream_writer(out, meta.media, **options) as writer:
             for method, piece in interleave(tracks, rates):
                 getattr(writer, method)(piece)

@@ -12,6 +12,7 @@ from vqtoolkit.errors import VQTError
 from vqtoolkit.hookspecs import hookimpl
 from vqtoolkit.modality import Modality, check_numbers
 from vqtoolkit.nn.conv import ConvDecoder, ConvEncoder
+from vqtoolkit.pictures import save_grid, save_reconstructions
 from vqtoolkit.ranges import COUNT, WIDTH, Range
 
 
@@ -54,6 +55,12 @@ class VQVAE2DDecoder(ConvDecoder):
         super().__init__(out_channels, latent_dim, downsample, hidden, res_blocks, res_hidden)
 
 
+def _report_picture(originals, reconstructions, path, options: dict):
+    from vqtoolkit.report import image_grid
+
+    return image_grid(originals, reconstructions, path)
+
+
 @hookimpl
 def register_modalities(register):
     register(
@@ -69,6 +76,11 @@ def register_modalities(register):
             metrics=("psnr", "ssim"),
             read=read_image,
             write=write_image,
+            picture=save_reconstructions,
+            report_picture=_report_picture,
+            overview=save_grid,
+            suffix=".png",
+            example_grid=lambda options: [int(s) for s in options.get("size", [32, 32])],
             check_media=lambda media: check_numbers(
                 media, {"height": (int, 1, 2**16), "width": (int, 1, 2**16)}
             ),

@@ -1,10 +1,14 @@
 """The built-in speech (1D) plugin: audio through PyAV, conv codecs (the paper's, SEANet, Vocos), speech
 losses and waveform discriminators."""
 
+import math
 from pathlib import Path
+
+import torch
 
 from vqtoolkit.hookspecs import hookimpl
 from vqtoolkit.modality import Modality, check_numbers
+from vqtoolkit.pictures import save_waveform_reconstructions
 
 from .dataset import speech_dataset
 from .discriminators import MultiPeriodDiscriminator, MultiResolutionSTFTDiscriminator
@@ -18,6 +22,21 @@ SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "speech"  # see its
 
 def _stream_writer(path, meta, audio_rate: int = 0):
     return AudioWriter(path, meta["sample_rate"])
+
+
+def _report_picture(originals, reconstructions, path, options: dict):
+    from vqtoolkit.report import speech_comparison
+
+    return speech_comparison(originals, reconstructions, path, int(options.get("sample_rate", 16000)))
+
+
+def _report_examples(dataset, options: dict, count: int) -> torch.Tensor:
+    """About 2 s of consecutive windows from two places of the held-out speech, so that spectrograms show
+    speech rather than fragments."""
+    rate = int(options.get("sample_rate", 16000))
+    windows = min(len(dataset), math.ceil(2 * rate / dataset[0].shape[-1]))
+    starts = sorted({0, max(0, len(dataset) // 2 - windows // 2)})
+    return torch.stack([torch.cat([dataset[s + i] for i in range(windows)], -1) for s in starts])
 
 
 @hookimpl
@@ -40,7 +59,15 @@ def register_modalities(register):
             stream_writer=_stream_writer,
             info=audio_info,
             check_media=check_audio_meta,
-            meta={"sample_bits": 16},  # the bin width of the bits/dim bound
+            picture=save_waveform_reconstructions,
+            report_picture=_report_picture,
+            report_picture_name="speech.png",
+            report_examples=_report_examples,
+            report_samples=2,
+            suffix=".wav",
+            sample_bits=16,
+            time_rate=lambda media: media["sample_rate"],
+            example_grid=lambda options: [int(options.get("segment", 16384))],
             default_model=str(SHIPPED_MODEL) if (SHIPPED_MODEL / "model.safetensors").is_file() else "",
         ),
     )

@@ -12,6 +12,7 @@ from vqtoolkit.errors import VQTError
 from vqtoolkit.hookspecs import hookimpl
 from vqtoolkit.modality import Modality, check_numbers
 from vqtoolkit.nn.conv import ConvDecoder, ConvEncoder
+from vqtoolkit.pictures import save_frame_reconstructions
 from vqtoolkit.ranges import COUNT, WIDTH, Range
 
 from .dataset import video_dataset
@@ -89,6 +90,32 @@ class SourceSizeWriter:
         self.writer.__exit__(*exc)
 
 
+def _write(path, video: Tensor, meta: dict) -> None:
+    """write_video, at 25 fps when the model works at each source's own rate (samples have none)."""
+    write_video(path, video, {**meta, "fps": meta.get("fps") or 25.0})
+
+
+def _report_picture(originals, reconstructions, path, options: dict):
+    from vqtoolkit.report import frame_strips
+
+    return frame_strips(originals, reconstructions, path)
+
+
+def _report_examples(dataset, options: dict, count: int):
+    """The first and the last held-out clip."""
+    import torch
+
+    return torch.stack([dataset[i] for i in sorted({0, len(dataset) - 1})])
+
+
+def _example_grid(options: dict) -> list[int]:
+    return [int(options.get("frames", 8)), *(int(s) for s in options.get("size", [64, 64]))]
+
+
+def _time_rate(media: dict) -> float:
+    return media.get("fps") or media.get("source", {}).get("fps") or 1.0
+
+
 @hookimpl
 def register_modalities(register):
     register(
@@ -103,11 +130,19 @@ def register_modalities(register):
             loss="mse",
             metrics=("psnr", "ssim"),  # vqt_image's metrics, averaged over frames
             read=read_video,
-            write=write_video,
+            write=_write,
             stream=stream_video,
             stream_writer=SourceSizeWriter,
             info=video_info,
             check_media=check_video_meta,
+            picture=save_frame_reconstructions,
+            report_picture=_report_picture,
+            report_picture_name="frames.png",
+            report_examples=_report_examples,
+            report_samples=2,
+            suffix=".mp4",
+            time_rate=_time_rate,
+            example_grid=_example_grid,
         ),
     )
 

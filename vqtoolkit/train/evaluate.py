@@ -63,3 +63,12 @@ def usage_summary(results: dict, codebook_sizes: list[int]) -> str:
         f"codebook usage on the held-out data: {results['codebook_used_fraction']:.1%} of {sizes} codes"
         f"{stages} used, perplexity {results['codebook_perplexity']:.1f}"
     )
+
+
+def metric_functions(modality, recipe) -> dict:
+    """The registered metrics a held-out evaluation computes: the modality's, then the recipe's
+    `eval.metrics`."""
+    from vqtoolkit.plugins import registry
+
+    names = dict.fromkeys([*modality.metrics, *recipe.eval.metrics])
+    return {name: registry("metrics").get(name, "eval.metrics") for name in names}

@@ -14,11 +14,10 @@ import torch
 
 from vqtoolkit.config import Recipe
 from vqtoolkit.model import Autoencoder, build_model
-from vqtoolkit.pictures import save_reconstructions
 from vqtoolkit.plugins import registry
 from vqtoolkit.train.adversary import Adversary
 from vqtoolkit.train.data import eval_loader, make_dataset
-from vqtoolkit.train.evaluate import evaluate
+from vqtoolkit.train.evaluate import evaluate, metric_functions
 
 
 class AutoencoderObjective:
@@ -28,7 +27,7 @@ class AutoencoderObjective:
         self.recipe = recipe
         self.low_usage_steps = 0  # training steps in a row whose batch used too few codes
         self.modality = registry("modalities").get(recipe.data.modality, "data.modality")
-        self.metrics = {name: registry("metrics").get(name) for name in self.modality.metrics}
+        self.metrics = metric_functions(self.modality, recipe)
         self.train_set = make_dataset(recipe, self.modality, "train")
         self.eval_set = make_dataset(recipe, self.modality, "test") if ranks.main else None
         self.model: Autoencoder = (model or build_model(recipe)).to(device)
@@ -109,11 +108,12 @@ class AutoencoderObjective:
         return next(iter(eval_loader(self.eval_set, min(8, len(self.eval_set)))))
 
     def picture(self, batch: torch.Tensor, path, autocast) -> None:
+        if self.modality.picture is None:
+            return
         self.model.eval()
         with torch.no_grad(), autocast:
             recon = self.model.reconstruct(batch).float()
-        save = self.modality.picture or save_reconstructions
-        save(batch.cpu(), recon.clamp(*self.modality.value_range).cpu(), path)
+        self.modality.picture(batch.cpu(), recon.clamp(*self.modality.value_range).cpu(), path)
 
     def evaluate(self, device: torch.device, autocast) -> dict:
         cfg = self.recipe.train

@@ -138,7 +138,7 @@ def evaluate_prior(
     prior_nll, squared = torch.cat(prior_nll).double(), torch.cat(squared).double()
     variance = squared.sum() / (len(squared) * dims)
     low, high = modality.value_range
-    bin_width = (high - low) / 2 ** modality.meta.get("sample_bits", 8)
+    bin_width = (high - low) / 2**modality.sample_bits
     recon_nll = (
         0.5 * dims * math.log(2 * math.pi * variance) + squared / (2 * variance) - dims * math.log(bin_width)
     )
@@ -189,9 +189,8 @@ def sample_media(tokenizer: Tokenizer, prior_dir: str | Path, count: int, out_di
     generator = torch.Generator(device=tokenizer.device).manual_seed(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     modality = tokenizer.modality
-    suffix = {"image": ".png", "speech": ".wav", "video": ".mp4"}.get(modality.name, modality.extensions[0])
+    suffix = modality.output_suffix
     meta = tokenizer.options(modality.stream or modality.read)  # e.g. the sample rate the model works at
-    meta["fps"] = meta.get("fps") or 25.0
     paths = []
     batches = range(0, count, SAMPLE_BATCH)  # drawn, decoded and written a batch at a time: flat memory
     for start in progress(batches, desc="sample", unit="batch", disable=len(batches) == 1):
@@ -202,10 +201,8 @@ def sample_media(tokenizer: Tokenizer, prior_dir: str | Path, count: int, out_di
             path = out_dir / f"sample_{index:03d}{suffix}"
             modality.write(path, item, meta)
             paths.append(path)
-        if modality.rank == 2 and start == 0:
-            from vqtoolkit.pictures import save_grid
-
-            save_grid(media, out_dir / "grid.png")  # the first batch's samples side by side
+        if start == 0 and modality.overview:  # the first batch's samples in one picture
+            modality.overview(media, out_dir / "grid.png")
     return paths
 
 
