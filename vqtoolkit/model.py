@@ -95,11 +95,13 @@ def build_model(recipe: Recipe) -> Autoencoder:
     modality = registry("modalities").get(recipe.data.modality, "data.modality")
     channels, latent = recipe.data.channels, recipe.model.latent_dim
     model = recipe.model
+    # built in this order: each draws its initial weights from the seeded generator in turn
+    encoder = instantiate("encoders", model.encoder, "model.encoder", modality.encoder, channels, latent)
     bottleneck = instantiate("bottlenecks", recipe.bottleneck, "bottleneck", "", latent)
     entry = registry("bottlenecks").entry(recipe.bottleneck.name)
     check_bottleneck(bottleneck, entry.name, entry.plugin)
     return Autoencoder(
-        encoder=instantiate("encoders", model.encoder, "model.encoder", modality.encoder, channels, latent),
+        encoder=encoder,
         bottleneck=bottleneck,
         decoder=instantiate("decoders", model.decoder, "model.decoder", modality.decoder, channels, latent),
         loss=instantiate("losses", model.loss, "model.loss", modality.loss),
