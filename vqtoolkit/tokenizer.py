@@ -206,7 +206,8 @@ class Tokenizer:
         if audio is not None and audio_codes:
             audio.check(codes_path, audio_codes[1])
             tracks["write_audio"] = audio.decode_pieces(*audio_codes)
-            rates["write_audio"] = options["audio_rate"] = audio.modality.rate(audio_codes[1].media)
+            rates["write_audio"] = audio.modality.rate(audio_codes[1].media)
+            options["audio_rate"] = round(rates["write_audio"])  # samples per second of the audio track
         with self.modality.stream_writer(out, meta.media, **options) as writer:
             for method, piece in interleave(tracks, rates):
                 getattr(writer, method)(piece)
