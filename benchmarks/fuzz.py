@@ -83,7 +83,7 @@ def reader_function(name: str):
     from vqt_speech.io import audio_info, read_audio, stream_audio
     from vqt_video.io import read_video, stream_video, video_info
 
-    from vqtoolkit.codes import read_codes_with_audio
+    from vqtoolkit.inference.codes import read_codes_with_audio
 
     return {
         "read_image": lambda p: read_image(p, 3),
@@ -211,7 +211,7 @@ def make_seeds(folder: Path) -> list[tuple[str, Path]]:
     from vqt_speech.io import write_audio
     from vqt_video.io import write_video
 
-    from vqtoolkit.codes import CodesMeta, write_codes
+    from vqtoolkit.inference.codes import CodesMeta, write_codes
 
     torch.manual_seed(0)
     seeds = [

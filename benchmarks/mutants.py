@@ -23,27 +23,29 @@ CODES_TESTS = ["tests/test_tokenize.py", "tests/test_codes_metadata.py", "tests/
 CONFIG_TESTS = ["tests/test_config.py"]
 QUANTIZER_TESTS = ["tests/nn/test_quantize.py", "tests/nn/test_scalar.py"]
 
+STREAM, CODES = "vqtoolkit/inference/stream.py", "vqtoolkit/inference/codes.py"
+
 # name -> (file, original text, mutated text, tests that should kill it)
 MUTANTS = {
     "stream-half-right-context": (
-        "vqtoolkit/stream.py", "min(end, stop + context)", "min(end, stop + context // 2)", STREAM_TESTS),
+        STREAM, "min(end, stop + context)", "min(end, stop + context // 2)", STREAM_TESTS),
     "stream-no-left-context": (
-        "vqtoolkit/stream.py", "max(0, emitted - context)", "max(0, emitted)", STREAM_TESTS),
+        STREAM, "max(0, emitted - context)", "max(0, emitted)", STREAM_TESTS),
     "stream-context-not-rounded": (
-        "vqtoolkit/stream.py", "round_up(context, downsample)", "context", STREAM_TESTS),
+        STREAM, "round_up(context, downsample)", "context", STREAM_TESTS),
     "stream-drops-too-much": (
-        "vqtoolkit/stream.py", "drop = emitted - context - buffer_start", "drop = emitted - buffer_start",
+        STREAM, "drop = emitted - context - buffer_start", "drop = emitted - buffer_start",
         STREAM_TESTS),
     "codes-code-equal-to-size": (
-        "vqtoolkit/codes.py", "level.max() >= size", "level.max() > size", CODES_TESTS),
+        CODES, "level.max() >= size", "level.max() > size", CODES_TESTS),
     "codes-negative-code": (
-        "vqtoolkit/codes.py", "level.min() < 0 or ", "", CODES_TESTS),
+        CODES, "level.min() < 0 or ", "", CODES_TESTS),
     "codes-newer-version": (
-        "vqtoolkit/codes.py", "meta.version > VERSION", "meta.version > VERSION + 1", CODES_TESTS),
+        CODES, "meta.version > VERSION", "meta.version > VERSION + 1", CODES_TESTS),
     "codes-rank-mismatch": (
-        "vqtoolkit/codes.py", "len(meta.original_shape) != len(meta.latent_grid)", "False", CODES_TESTS),
+        CODES, "len(meta.original_shape) != len(meta.latent_grid)", "False", CODES_TESTS),
     "codes-chunk-range": (
-        "vqtoolkit/codes.py", "not least <= value <= 2**40", "not value <= 2**40", CODES_TESTS),
+        CODES, "not least <= value <= 2**40", "not value <= 2**40", CODES_TESTS),
     "config-bool-as-int": (
         "vqtoolkit/config.py", "return isinstance(value, int) and not isinstance(value, bool)",
         "return isinstance(value, int)", CONFIG_TESTS),

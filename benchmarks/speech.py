@@ -28,11 +28,12 @@ from vqt_speech.io import AudioWriter, read_audio
 from vqt_speech.losses import si_snr
 
 from vqtoolkit.config import load_recipe
+from vqtoolkit.inference.tokenizer import Tokenizer
 from vqtoolkit.plugins import registry
-from vqtoolkit.tokenizer import Tokenizer
+from vqtoolkit.rundir import resolve_device
 from vqtoolkit.train.data import eval_loader
 from vqtoolkit.train.evaluate import evaluate
-from vqtoolkit.train.loop import Trainer, resolve_device
+from vqtoolkit.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "speech_vqvae_paper.yaml"

@@ -38,9 +38,9 @@ import torchaudio.functional as AF
 from vqt_speech.io import read_audio
 from vqt_speech.losses import log_mel_distance, si_snr
 
-from vqtoolkit.codes import read_codes
-from vqtoolkit.tokenizer import Tokenizer
-from vqtoolkit.train.checkpoint import file_hash, load_weights, read_metadata
+from vqtoolkit.inference.codes import read_codes
+from vqtoolkit.inference.tokenizer import Tokenizer
+from vqtoolkit.rundir import file_hash, load_weights, read_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS_TEST = ROOT / "data" / "speech" / "test"

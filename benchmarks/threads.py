@@ -30,7 +30,8 @@ import torch
 from peers import machine
 
 from vqtoolkit.config import load_recipe
-from vqtoolkit.tokenizer import Tokenizer, resolve_model
+from vqtoolkit.inference.tokenizer import Tokenizer
+from vqtoolkit.rundir import resolve_model
 from vqtoolkit.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from vqtoolkit.config import load_recipe
-from vqtoolkit.train.loop import Trainer, resolve_device
+from vqtoolkit.rundir import resolve_device
+from vqtoolkit.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "image_vqvae.yaml"

@@ -22,9 +22,10 @@ from peers import machine
 from vqt_video.io import stream_video
 
 from vqtoolkit.config import load_recipe
-from vqtoolkit.stream import encode_stream, pad_to_multiple
-from vqtoolkit.tokenizer import Tokenizer
-from vqtoolkit.train.loop import Trainer, resolve_device
+from vqtoolkit.inference.stream import encode_stream, pad_to_multiple
+from vqtoolkit.inference.tokenizer import Tokenizer
+from vqtoolkit.rundir import resolve_device
+from vqtoolkit.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "video_vqvae.yaml"

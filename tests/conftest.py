@@ -106,7 +106,10 @@ def vqt(*args: str) -> subprocess.CompletedProcess:
     from click.testing import CliRunner
 
     from vqtoolkit.cli import cli
+    from vqtoolkit.plugins import register_commands
 
+    if "report" not in cli.commands:  # the plugins' commands, as `vqt` itself adds them
+        register_commands(cli)
     result = CliRunner().invoke(cli, [str(a) for a in args])
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception

@@ -12,7 +12,7 @@ from conftest import run_vqt
 
 from vqtoolkit.adversarial import discriminator_loss, feature_matching, generator_loss
 from vqtoolkit.plugins import registry
-from vqtoolkit.train.checkpoint import load_tensors
+from vqtoolkit.rundir import load_tensors
 
 TINY_CODEC = [
     "data.path=",

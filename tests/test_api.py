@@ -43,11 +43,11 @@ def test_names():
         load_model,
         tokenize,
     )
+    from vqtoolkit.inference.tokenizer import Tokenizer as tokenizer
     from vqtoolkit.nn.gaussian import GaussianBottleneck as gaussian
     from vqtoolkit.nn.pixelcnn import PixelCNN as pixelcnn
     from vqtoolkit.nn.quantize import VectorQuantizer as quantizer
-    from vqtoolkit.tokenizer import Tokenizer as tokenizer
-    from vqtoolkit.train.checkpoint import load_model as loader
+    from vqtoolkit.rundir import load_model as loader
 
     assert (VectorQuantizer, GaussianBottleneck, PixelCNN, Tokenizer, load_model) == (
         quantizer, gaussian, pixelcnn, tokenizer, loader

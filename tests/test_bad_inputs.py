@@ -24,7 +24,7 @@ from vqt_image.io import read_image, write_image
 from vqt_speech.io import read_audio
 from vqt_video.io import read_video, video_info
 
-from vqtoolkit.codes import read_codes
+from vqtoolkit.inference.codes import read_codes
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # chmod 000 does not stop root from reading
 ODD_NAME = os.fsdecode(b"caf\xe9 au lait")  # a space and a byte that is not UTF-8 (a surrogate in str)

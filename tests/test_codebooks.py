@@ -4,7 +4,7 @@ import pytest
 from conftest import ROOT, TINY, vqt
 from vqt_speech.io import read_audio
 
-from vqtoolkit.codes import read_codes
+from vqtoolkit.inference.codes import read_codes
 
 CLIP = ROOT / "plugins/vqt_speech/data/asterisk_small/dir-instr.g722"
 

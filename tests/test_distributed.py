@@ -20,7 +20,7 @@ from conftest import ROOT, run_vqt, vqt
 from safetensors.torch import load_file, save_file
 
 from vqtoolkit.config import load_recipe
-from vqtoolkit.train.checkpoint import read_metadata
+from vqtoolkit.rundir import read_metadata
 from vqtoolkit.train.loop import Trainer
 
 RECIPE = ROOT / "recipes" / "image_vqvae.yaml"

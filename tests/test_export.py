@@ -7,8 +7,8 @@ from conftest import ROOT, vqt
 from vqt_image.dataset import image_dataset
 from vqt_speech.io import read_audio
 
-from vqtoolkit.stream import pad_to_multiple
-from vqtoolkit.tokenizer import Tokenizer
+from vqtoolkit.inference.stream import pad_to_multiple
+from vqtoolkit.inference.tokenizer import Tokenizer
 
 
 def load_exported(out, name):

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from vqtoolkit.codes import CodesMeta, read_codes_with_audio, write_codes
 from vqtoolkit.errors import VQTError
+from vqtoolkit.inference.codes import CodesMeta, read_codes_with_audio, write_codes
 
 FUZZ = ROOT / "benchmarks" / "fuzz.py"
 FIELDS = ["format", "version", "modality", "model_hash", "latent_grid", "codebook_sizes", "original_shape",
@@ -54,7 +54,7 @@ json_values = st.recursive(
     max_leaves=8,
 )
 plausible = {  # values near the valid ones, where the bugs hide
-    "format": st.just('"vqtoolkit.codes"') | st.just("vqtoolkit.codes"),
+    "format": st.just('"vqtoolkit.inference.codes"') | st.just("vqtoolkit.inference.codes"),
     "version": st.sampled_from(["1", "2", "0", '"1"', "1.5", "true", "null"]),
     "latent_grid": st.lists(st.integers(-2, 5), max_size=3).map(json.dumps),
     "codebook_sizes": st.lists(st.integers(-1, 40), max_size=3).map(json.dumps),
@@ -68,7 +68,7 @@ def codes_files(draw):
     for name in FIELDS:
         choice = draw(st.sampled_from(["valid", "plausible", "json", "text", "absent"]))
         if choice == "valid" or (choice == "plausible" and name not in plausible):
-            metadata[name] = {"format": "vqtoolkit.codes", "version": "1", "modality": '"image"',
+            metadata[name] = {"format": "vqtoolkit.inference.codes", "version": "1", "modality": '"image"',
                               "model_hash": '"abc"', "latent_grid": "[2, 3]", "codebook_sizes": "[8]",
                               "original_shape": "[7, 11]", "media": "{}", "chunking": "{}",
                               "audio": draw(st.sampled_from(["{}", "[]", "1"]))}[name]  # fmt: skip

@@ -4,7 +4,7 @@ import json
 
 from conftest import ROOT, vqt
 
-from vqtoolkit.train.checkpoint import load_model
+from vqtoolkit.rundir import load_model
 
 PROMPT = ROOT / "plugins/vqt_speech/data/asterisk_small/dir-instr.g722"  # 105,304 samples at 16 kHz
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset, Subset
 
 from vqtoolkit.config import load_recipe
-from vqtoolkit.train.checkpoint import read_metadata
+from vqtoolkit.rundir import read_metadata
 from vqtoolkit.train.loop import Trainer
 
 TINY = [

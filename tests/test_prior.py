@@ -10,7 +10,7 @@ from PIL import Image
 from vqt_speech.io import read_audio
 from vqt_video.io import video_info
 
-from vqtoolkit.train.checkpoint import load_tensors
+from vqtoolkit.rundir import load_tensors
 
 TINY_PRIOR = [
     "prior.hidden=16",

@@ -10,7 +10,7 @@ from conftest import ROOT, run_vqt, vqt
 from PIL import Image
 
 from vqtoolkit.report import MATPLOTLIB_MISSING, code_counts
-from vqtoolkit.train.checkpoint import METRICS_FILE, load_model, read_metrics
+from vqtoolkit.rundir import METRICS_FILE, load_model, read_metrics
 from vqtoolkit.train.data import eval_loader, make_dataset
 
 

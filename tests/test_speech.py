@@ -9,8 +9,8 @@ from vqt_speech.dataset import audio_files
 from vqt_speech.io import read_audio, write_audio
 from vqt_speech.losses import si_snr
 
-from vqtoolkit.codes import read_codes
-from vqtoolkit.tokenizer import Tokenizer
+from vqtoolkit.inference.codes import read_codes
+from vqtoolkit.inference.tokenizer import Tokenizer
 
 SHIPPED = Path(__file__).resolve().parent.parent / "plugins/vqt_speech/data/asterisk_small"
 
@@ -53,7 +53,7 @@ def test_chunked_latents_equal_whole_file_latents_at_every_seam(tiny_speech_run,
     sides, equals one pass over the whole clip up to float rounding, at every position."""
     from vqt_speech.io import stream_audio
 
-    from vqtoolkit.stream import encode_stream
+    from vqtoolkit.inference.stream import encode_stream
 
     clip = real_speech(tmp_path / "clip.wav", 20)
     tokenizer = Tokenizer.load(tiny_speech_run, "cpu")

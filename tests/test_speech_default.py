@@ -11,9 +11,9 @@ from conftest import ROOT, run_vqt, vqt
 from vqt_speech import SHIPPED_MODEL
 from vqt_speech.io import read_audio
 
-from vqtoolkit.codes import read_codes
 from vqtoolkit.config import load_recipe
-from vqtoolkit.tokenizer import Tokenizer
+from vqtoolkit.inference.codes import read_codes
+from vqtoolkit.inference.tokenizer import Tokenizer
 
 CLIP = ROOT / "plugins" / "vqt_speech" / "data" / "heldout" / "asterisk-it" / "agent-alreadyon.g722"
 NO_NETWORK = ["unshare", "--net"] if shutil.which("unshare") else []

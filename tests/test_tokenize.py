@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from vqt_image.dataset import image_dataset
 from vqt_image.io import read_image, write_image
 
-from vqtoolkit.stream import pad_to_multiple
-from vqtoolkit.train.checkpoint import load_model
+from vqtoolkit.inference.stream import pad_to_multiple
+from vqtoolkit.rundir import load_model
 
 
 def odd_sized_picture(path, height=30, width=26):
@@ -51,7 +51,7 @@ def test_codes_file_is_plain_safetensors_with_metadata(tiny_image_run, tmp_path)
     assert codes.shape == (8, 7) and codes.dtype == np.int16 and 0 <= codes.min() and codes.max() < 32
     with safe_open(str(tmp_path / "a.codes"), "np") as f:
         meta = {k: v for k, v in f.metadata().items()}
-    assert meta["format"] == "vqtoolkit.codes" and json.loads(meta["version"]) == 1
+    assert meta["format"] == "vqtoolkit.inference.codes" and json.loads(meta["version"]) == 1
     assert json.loads(meta["modality"]) == "image" and json.loads(meta["latent_grid"]) == [8, 7]
     assert json.loads(meta["codebook_sizes"]) == [32] and json.loads(meta["original_shape"]) == [30, 26]
     assert len(json.loads(meta["model_hash"])) == 16

@@ -124,7 +124,7 @@ def test_weights_without_the_restart_state_load_and_other_gaps_are_one_line(vqva
     from safetensors.torch import load_file, save_file
 
     from vqtoolkit.errors import VQTError
-    from vqtoolkit.train.checkpoint import load_model
+    from vqtoolkit.rundir import load_model
 
     run_dir, _ = vqvae_run
     older = tmp_path / "older"

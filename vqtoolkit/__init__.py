@@ -23,12 +23,13 @@ _API = {
     # recipes, runs and codes
     "Recipe": "vqtoolkit.config",
     "load_recipe": "vqtoolkit.config",
-    "load_model": "vqtoolkit.train.checkpoint",
-    "Tokenizer": "vqtoolkit.tokenizer",
-    "read_codes": "vqtoolkit.codes",
+    "load_model": "vqtoolkit.rundir",
+    "Tokenizer": "vqtoolkit.inference.tokenizer",
+    "read_codes": "vqtoolkit.inference.codes",
     "VQTError": "vqtoolkit.errors",
     # one-call helpers
     "fit": "vqtoolkit.api",
+    "evaluate": "vqtoolkit.api",
     "tokenize": "vqtoolkit.api",
     "decode": "vqtoolkit.api",
 }

@@ -60,9 +60,34 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vqtoolkit.tokenizer import Tokenizer
+from vqtoolkit.inference.tokenizer import Tokenizer
 
 RunOrTokenizer = str | Path | Tokenizer
+
+
+def resolve_recipe(recipe: str | Path | None, overrides: list[str] = (), run_dir: str | Path | None = None):
+    """The recipe a run trains with: the YAML file with dotted overrides, or to resume `run_dir`, that
+    run's own resolved recipe with the overrides."""
+    from vqtoolkit.config import load_recipe
+    from vqtoolkit.errors import VQTError
+    from vqtoolkit.rundir import CONFIG_FILE
+
+    overrides = list(overrides)
+    if run_dir is not None:
+        if recipe:  # `vqt train --resume RUN key=value`: the first override came as the recipe argument
+            overrides.insert(0, str(recipe))
+        recipe = Path(run_dir) / CONFIG_FILE
+        if not recipe.is_file():
+            raise VQTError(f"{run_dir}: not a vqt run directory (no {CONFIG_FILE})")
+    return load_recipe(recipe, overrides)
+
+
+def trainer_for(recipe, run_dir: str | Path | None = None, overwrite: bool = False):
+    """The Trainer of a resolved recipe (see `resolve_recipe`), resuming `run_dir` when given: what `fit`
+    and `vqt train` both run."""
+    from vqtoolkit.train.loop import Trainer
+
+    return Trainer(recipe, run_dir=run_dir, resume=run_dir is not None, overwrite=overwrite)
 
 
 def fit(
@@ -83,18 +108,44 @@ def fit(
     >>> sorted(path.name for path in run.iterdir())
     ['config.yaml', 'metrics.jsonl', 'model.safetensors', 'recon_000002.png', 'state.safetensors']
     """
-    from vqtoolkit.config import load_recipe
-    from vqtoolkit.train.checkpoint import CONFIG_FILE
-
-    overrides = list(overrides)
-    if run_dir is not None:  # resume: the run's own resolved recipe, then the overrides
-        recipe = Path(run_dir) / CONFIG_FILE
-    from vqtoolkit.train.loop import Trainer
-
-    resume = run_dir is not None
-    trainer = Trainer(load_recipe(recipe, overrides), run_dir=run_dir, resume=resume, overwrite=overwrite)
+    resolved = resolve_recipe(None if run_dir else recipe, overrides, run_dir)
+    trainer = trainer_for(resolved, run_dir, overwrite)
     trainer.fit()
     return trainer.run_dir
+
+
+def evaluate(run_dir: str | Path, data: str | Path | None = None, batches: int = 0, device: str = "auto"):
+    """The held-out metrics of a run, as `vqt eval` prints them: of its own held-out split, or of `data`;
+    a prior run gives its NLL in bits per code and the bound in bits per dimension.
+
+    >>> from vqtoolkit import evaluate
+    >>> results = evaluate(image_run, batches=1)
+    >>> sorted(key for key in results if "/" not in key)[:3]
+    ['codebook_perplexity', 'codebook_used_fraction', 'examples']
+    """
+    return evaluate_run(run_dir, data, batches, device)[0]
+
+
+def evaluate_run(run_dir, data=None, batches: int = 0, device: str = "auto"):
+    """(results, model) of `evaluate`; the model is None for a prior run."""
+    from vqtoolkit.plugins import registry
+    from vqtoolkit.rundir import is_prior_run, load_model, resolve_device, resolve_model
+    from vqtoolkit.train.data import eval_loader, make_dataset
+    from vqtoolkit.train.evaluate import evaluate as evaluate_batches
+    from vqtoolkit.train.evaluate import metric_functions
+    from vqtoolkit.train.prior import evaluate_prior_run
+
+    device = resolve_device(device, "--device")
+    run_dir = resolve_model(run_dir)
+    if is_prior_run(run_dir):
+        return evaluate_prior_run(run_dir, str(data) if data else None, str(device)), None
+    model, recipe = load_model(run_dir, device)
+    if data:
+        recipe.data.eval_path = str(data)
+    modality = registry("modalities").get(recipe.data.modality)
+    loader = eval_loader(make_dataset(recipe, modality, "test"), recipe.train.batch_size)
+    metrics = metric_functions(modality, recipe)
+    return evaluate_batches(model, loader, metrics, device, modality.value_range, batches), model
 
 
 def tokenize(
@@ -111,7 +162,7 @@ def tokenize(
     >>> (tmp / "dir-instr.codes").is_file()           # for `vqt decode` or `decode`
     True
     """
-    from vqtoolkit.codes import write_codes
+    from vqtoolkit.inference.codes import write_codes
 
     tokenizer = _tokenizer(model, device)
     codes, meta = tokenizer.encode_file(Path(path))
@@ -139,8 +190,8 @@ def decode(
     >>> decode(tmp / "prompt.codes", model=speech_run, output=tmp / "prompt.wav").name
     'prompt.wav'
     """
-    from vqtoolkit.codes import read_codes
-    from vqtoolkit.stream import crop_to
+    from vqtoolkit.inference.codes import read_codes
+    from vqtoolkit.inference.stream import crop_to
 
     tokenizer = _tokenizer(model, device)
     low, high = tokenizer.modality.value_range

@@ -1,17 +1,18 @@
-"""The core's own plugin: bottlenecks, losses and the paper's conv encoder/decoder for any rank."""
+"""The core's own plugin: bottlenecks, losses and the paper's conv encoder/decoder for any rank.
 
-from vqtoolkit import losses
+Its modules are imported inside the hooks, so that loading the plugin (as shell completion does) does
+not import torch.
+"""
+
 from vqtoolkit.hookspecs import hookimpl
-from vqtoolkit.nn.conv import ConvDecoder, ConvEncoder
-from vqtoolkit.nn.discriminator import PatchDiscriminator
-from vqtoolkit.nn.gaussian import GaussianBottleneck, IdentityBottleneck
-from vqtoolkit.nn.pixelcnn import PixelCNN
-from vqtoolkit.nn.quantize import ResidualVQ, VectorQuantizer
-from vqtoolkit.nn.scalar import FSQ, LFQ, ResidualFSQ
 
 
 @hookimpl
 def register_bottlenecks(register):
+    from vqtoolkit.nn.gaussian import GaussianBottleneck, IdentityBottleneck
+    from vqtoolkit.nn.quantize import ResidualVQ, VectorQuantizer
+    from vqtoolkit.nn.scalar import FSQ, LFQ, ResidualFSQ
+
     register("vq", VectorQuantizer, discrete=True)
     register("rvq", ResidualVQ, discrete=True)
     register("fsq", FSQ, discrete=True)
@@ -23,26 +24,36 @@ def register_bottlenecks(register):
 
 @hookimpl
 def register_encoders(register):
+    from vqtoolkit.nn.conv import ConvEncoder
+
     register("conv", ConvEncoder)
 
 
 @hookimpl
 def register_decoders(register):
+    from vqtoolkit.nn.conv import ConvDecoder
+
     register("conv", ConvDecoder)
 
 
 @hookimpl
 def register_discriminators(register):
+    from vqtoolkit.nn.discriminator import PatchDiscriminator
+
     register("patch", PatchDiscriminator)
 
 
 @hookimpl
 def register_priors(register):
+    from vqtoolkit.nn.pixelcnn import PixelCNN
+
     register("pixelcnn", PixelCNN)
 
 
 @hookimpl
 def register_losses(register):
+    from vqtoolkit import losses
+
     register("mse", losses.MSELoss)
     register("l1", losses.L1Loss)
     register("l2", losses.HalfL2SumLoss)
@@ -51,4 +62,6 @@ def register_losses(register):
 
 @hookimpl
 def register_metrics(register):
+    from vqtoolkit import losses
+
     register("mse", losses.mse_metric, higher_is_better=False)

@@ -87,19 +87,9 @@ def plugins(show_all, as_json):
     Example:
       vqt plugins --all --json
     """
-    from vqtoolkit.plugins import builtin_plugins, failed_plugins, plugin_names, registries
+    from vqtoolkit.plugins import plugin_listing
 
-    regs = registries()  # first: a plugin whose hook raises is left out there
-    listing = {name: {} for name in plugin_names(builtins=show_all) if name not in failed_plugins}
-    for kind, registry in regs.items():
-        for entry in registry:
-            if entry.plugin in listing:
-                listing[entry.plugin].setdefault(kind, []).append(entry.name)
-    rows = [
-        {"name": name, "builtin": name in builtin_plugins, "registered": registered}
-        for name, registered in listing.items()
-    ]
-    rows += [{"name": name, "error": why} for name, why in failed_plugins.items()]
+    rows = plugin_listing(show_all)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -174,24 +164,16 @@ def train(recipe, overrides, resume_dir, nproc, overwrite):
     """
     from pathlib import Path
 
-    from vqtoolkit.config import load_recipe
+    from vqtoolkit.api import resolve_recipe, trainer_for
     from vqtoolkit.train import distributed
-    from vqtoolkit.train.checkpoint import CONFIG_FILE
-    from vqtoolkit.train.loop import Trainer, refuse_existing_run
+    from vqtoolkit.train.loop import refuse_existing_run
     from vqtoolkit.train.signals import Interrupted
 
     passed_on = [*(["--resume", resume_dir] if resume_dir else []), *(["--overwrite"] if overwrite else [])]
     passed_on += [*([recipe] if recipe else []), *overrides]
-    overrides = list(overrides)
-    if resume_dir:
-        if recipe:
-            overrides.insert(0, recipe)
-        recipe = Path(resume_dir) / CONFIG_FILE
-        if not recipe.is_file():
-            raise VQTError(f"{resume_dir}: not a vqt run directory (no {CONFIG_FILE})")
-    elif not recipe:
+    if not recipe and not resume_dir:
         raise click.UsageError("give a recipe, e.g. vqt train recipes/image_vqvae.yaml")
-    recipe = load_recipe(recipe, overrides)
+    recipe = resolve_recipe(recipe, overrides, resume_dir)
     world_size = nproc if nproc > 1 else distributed.current().world_size
     if recipe.train.batch_size % world_size:
         raise VQTError(
@@ -203,7 +185,7 @@ def train(recipe, overrides, resume_dir, nproc, overwrite):
         sys.exit(distributed.launch(nproc, passed_on))
     main_rank = distributed.current().main
     try:
-        trainer = Trainer(recipe, run_dir=resume_dir, resume=bool(resume_dir), overwrite=overwrite)
+        trainer = trainer_for(recipe, resume_dir, overwrite)
         try:
             results = trainer.fit()
         except Interrupted as exc:  # SIGINT or SIGTERM: the trainer saved a checkpoint
@@ -242,29 +224,12 @@ def eval_command(run_dir, data_path, batches):
       vqt eval speech --data plugins/vqt_speech/data/heldout
       vqt eval runs/image_prior
     """
-    from vqtoolkit.plugins import registry
-    from vqtoolkit.tokenizer import resolve_model
-    from vqtoolkit.train.checkpoint import load_model
-    from vqtoolkit.train.data import eval_loader, make_dataset
-    from vqtoolkit.train.evaluate import evaluate, metric_functions
-    from vqtoolkit.train.loop import resolve_device
-    from vqtoolkit.train.prior import evaluate_prior_run, is_prior_run
+    from vqtoolkit.api import evaluate_run
 
-    device = resolve_device("auto")
-    run_dir = resolve_model(run_dir)
-    if is_prior_run(run_dir):
-        click.echo(json.dumps(evaluate_prior_run(run_dir, data_path, str(device)), indent=2))
-        return
-    model, recipe = load_model(run_dir, device)
-    if data_path:
-        recipe.data.eval_path = data_path
-    modality = registry("modalities").get(recipe.data.modality)
-    dataset = make_dataset(recipe, modality, "test")
-    metrics = metric_functions(modality, recipe)
-    loader = eval_loader(dataset, recipe.train.batch_size)
-    results = evaluate(model, loader, metrics, device, modality.value_range, batches)
+    results, model = evaluate_run(run_dir, data_path, batches)
     click.echo(json.dumps(results, indent=2))
-    echo_usage(results, model)
+    if model is not None:
+        echo_usage(results, model)
 
 
 def echo_usage(results: dict, model) -> None:
@@ -319,8 +284,9 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir, codebooks):
 
     from tqdm import tqdm
 
+    from vqtoolkit.inference.tokenizer import Tokenizer, codes_targets, modality_of_input
     from vqtoolkit.progress import progress
-    from vqtoolkit.tokenizer import Tokenizer, codes_targets, default_model_for, modality_of_input
+    from vqtoolkit.rundir import default_model_for
 
     fix_mmap_threshold()  # long media: keep the heap from fragmenting (see vqtoolkit/memory.py)
     if not run_dir:
@@ -376,8 +342,9 @@ def decode(codes, run_dir, output, device, audio_run_dir):
     """
     from pathlib import Path
 
-    from vqtoolkit.codes import read_codes
-    from vqtoolkit.tokenizer import Tokenizer, default_model_for
+    from vqtoolkit.inference.codes import read_codes
+    from vqtoolkit.inference.tokenizer import Tokenizer
+    from vqtoolkit.rundir import default_model_for
 
     fix_mmap_threshold()
     if not run_dir:
@@ -410,8 +377,8 @@ def sample_command(run_dir, prior_dir, count, output, temperature, seed, naive, 
     """
     from pathlib import Path
 
-    from vqtoolkit.tokenizer import Tokenizer
-    from vqtoolkit.train.prior import sample_media
+    from vqtoolkit.inference.sample import sample_media
+    from vqtoolkit.inference.tokenizer import Tokenizer
 
     if count < 1 or not 0 < temperature < float("inf"):
         raise VQTError(
@@ -432,6 +399,3 @@ def main():
     load_plugins(builtins="_VQT_COMPLETE" not in os.environ)
     register_commands(cli)
     cli(prog_name="vqt", obj={"choose_threads": True})
-
-
-from vqtoolkit import cli_tools  # noqa: E402,F401  (registers report, info, export, completion)

@@ -1,7 +1,8 @@
 """`vqt report`, `vqt info`, `vqt export` and `vqt completion`: commands around trained runs.
 
-Registered on the `vqt` group by the import at the end of vqtoolkit/cli.py. Each command imports what it
-needs when it runs, so `vqt --help` and shell completion stay fast.
+A built-in plugin of its own (the toolkit's `vqtoolkit.commands` entry point): it adds these commands
+through `register_commands`, as any plugin would. Each command imports what it needs when it runs, so
+`vqt --help` and shell completion stay fast.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ import json
 
 import click
 
-from vqtoolkit.cli import cli
 from vqtoolkit.errors import VQTError
+from vqtoolkit.hookspecs import hookimpl
 
 SHELLS = ("bash", "zsh", "fish")
 
 
-@cli.command()
+@click.command()
 @click.argument("run_dir")
 @click.option("-o", "--output", "out_dir", metavar="FOLDER", help="Default: RUN_DIR/report.")
 @click.option("--batches", default=0, show_default=True, help="Held-out batches for code usage (0 = all).")
@@ -37,7 +38,7 @@ def report(run_dir, out_dir, batches, samples, seed, device):
       vqt report runs/image_prior --samples 16
     """
     from vqtoolkit.report import write_report
-    from vqtoolkit.train.loop import resolve_device
+    from vqtoolkit.rundir import resolve_device
 
     if samples < 1:
         raise VQTError("--samples must be at least 1")
@@ -47,7 +48,7 @@ def report(run_dir, out_dir, batches, samples, seed, device):
     click.echo(f"wrote {path}", err=True)
 
 
-@cli.command()
+@click.command()
 @click.argument("path")
 @click.option(
     "--model",
@@ -79,7 +80,7 @@ def info(path, run_dir, as_json):
         raise SystemExit(1)
 
 
-@cli.command("export")
+@click.command("export")
 @click.argument("run_dir")
 @click.option("-o", "--output", "out_dir", metavar="FOLDER", help="Default: RUN_DIR/export.")
 @click.option("--static", is_flag=True, help="Fix the batch and grid sizes at the recipe's example size.")
@@ -108,7 +109,7 @@ def export_command(run_dir, out_dir, static):
     click.echo(f"wrote {out_dir or f'{run_dir}/export'}", err=True)
 
 
-@cli.command()
+@click.command()
 @click.argument("shell", type=click.Choice(SHELLS))
 def completion(shell):
     """Print the shell completion script for vqt.
@@ -122,5 +123,12 @@ def completion(shell):
     """
     from click.shell_completion import get_completion_class
 
-    complete = get_completion_class(shell)(cli, {}, "vqt", "_VQT_COMPLETE")
+    group = click.get_current_context().find_root().command  # the `vqt` group this command was added to
+    complete = get_completion_class(shell)(group, {}, "vqt", "_VQT_COMPLETE")
     click.echo(complete.source())
+
+
+@hookimpl
+def register_commands(cli):
+    for command in (report, info, export_command, completion):
+        cli.add_command(command)

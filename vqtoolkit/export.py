@@ -131,8 +131,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, dynamic: 
     """Export a run's encoder and decoder to `out_dir` (default RUN_DIR/export); returns what was written,
     also saved as export.json next to the programs."""
     from vqtoolkit.plugins import registry
-    from vqtoolkit.train.checkpoint import MODEL_FILE, file_hash, load_model
-    from vqtoolkit.train.prior import is_prior_run
+    from vqtoolkit.rundir import MODEL_FILE, file_hash, is_prior_run, load_model
 
     run_dir = Path(run_dir)
     if is_prior_run(run_dir):

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from vqtoolkit.errors import VQTError
-from vqtoolkit.train.checkpoint import (
+from vqtoolkit.rundir import (
     CONFIG_FILE,
     METRICS_FILE,
     MODEL_FILE,
@@ -32,7 +32,7 @@ def info(path: str | Path, model: str | Path | None = None) -> dict[str, Any]:
 
 
 def run_info(run_dir: Path) -> dict[str, Any]:
-    from vqtoolkit.train.prior import is_prior_run
+    from vqtoolkit.rundir import is_prior_run
 
     if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / MODEL_FILE).is_file():
         raise VQTError(f"{run_dir}: not a vqt run directory (needs {CONFIG_FILE} and {MODEL_FILE})")
@@ -42,7 +42,7 @@ def run_info(run_dir: Path) -> dict[str, Any]:
         described.update(prior_run_info(run_dir))
     else:
         from vqtoolkit.config import to_dict
-        from vqtoolkit.train.checkpoint import load_model
+        from vqtoolkit.rundir import load_model
 
         model, recipe = load_model(run_dir)
         bottleneck = to_dict(recipe)["bottleneck"]
@@ -79,7 +79,7 @@ def _max_steps(run_dir: Path) -> int:
 
 
 def prior_run_info(run_dir: Path) -> dict[str, Any]:
-    from vqtoolkit.train.prior import load_prior
+    from vqtoolkit.rundir import load_prior
 
     prior, recipe, grid, tokenizer_hash = load_prior(run_dir)
     tokenizer = Path(recipe.tokenizer)
@@ -109,7 +109,7 @@ def final_metrics(run_dir: Path) -> dict[str, Any]:
 
 
 def codes_info(path: Path, model: str | Path | None = None) -> dict[str, Any]:
-    from vqtoolkit.codes import read_codes_with_audio
+    from vqtoolkit.inference.codes import read_codes_with_audio
 
     codes, meta, audio = read_codes_with_audio(path)
     described: dict[str, Any] = {"path": str(path), **codes_meta(meta)}

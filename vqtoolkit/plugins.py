@@ -34,8 +34,10 @@ def _entry_points() -> list[tuple[str, importlib.metadata.EntryPoint]]:
 
 
 def load_plugins(builtins: bool = True) -> None:
-    """Register the built-ins (the toolkit's own entry points, unless `builtins` is false), then every other
-    `vqtoolkit` entry point (unless autoload is disabled). Both go through the same hooks."""
+    """Register the built-ins (the toolkit's own entry points), then every other `vqtoolkit` entry point
+    (unless autoload is disabled). Both go through the same hooks. With `builtins` false (shell
+    completion), only the built-ins inside the vqtoolkit package load: they import torch only when their
+    hooks run."""
     global _loaded
     if _loaded:
         return
@@ -48,7 +50,8 @@ def load_plugins(builtins: bool = True) -> None:
     # this loop does the same work one entry point at a time so one broken plugin can't hide the rest.
     for dist, ep in entry_points:
         builtin = ep.name in builtin_plugins
-        if (builtin and not builtins) or (not builtin and not autoload):
+        light = builtin and ep.value.startswith(f"{DISTRIBUTION}.")
+        if (builtin and not builtins and not light) or (not builtin and not autoload):
             continue
         if pm.get_plugin(ep.name) or pm.is_blocked(ep.name):
             continue
@@ -66,6 +69,22 @@ def load_plugins(builtins: bool = True) -> None:
             f"warning: VQT_LOAD_PLUGINS names '{name}', which is not an installed vqtoolkit plugin",
             file=sys.stderr,
         )
+
+
+def plugin_listing(builtins: bool = False) -> list[dict]:
+    """What `vqt plugins` shows: per loaded plugin {"name", "builtin", "registered": {kind: [names]}}, then
+    {"name", "error"} for each that failed to load or was left out. Built-ins only with `builtins`."""
+    regs = registries()  # first: a plugin whose hook raises is left out there
+    listing = {name: {} for name in plugin_names(builtins=builtins) if name not in failed_plugins}
+    for kind, registry in regs.items():
+        for entry in registry:
+            if entry.plugin in listing:
+                listing[entry.plugin].setdefault(kind, []).append(entry.name)
+    rows = [
+        {"name": name, "builtin": name in builtin_plugins, "registered": registered}
+        for name, registered in listing.items()
+    ]
+    return rows + [{"name": name, "error": why} for name, why in failed_plugins.items()]
 
 
 def plugin_names(builtins: bool = True) -> list[str]:
@@ -105,6 +124,7 @@ def first_line(exc: BaseException) -> str:
 
 def register_commands(cli) -> None:
     """Every plugin's `register_commands` hook; one that raises is reported and left out."""
+    load_plugins()  # a no-op once loaded (`vqt` loads them first, with its own choice of built-ins)
     for impl in pm.hook.register_commands.get_hookimpls():
         try:
             impl.function(cli=cli)

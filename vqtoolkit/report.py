@@ -16,7 +16,7 @@ from einops import rearrange
 from vqtoolkit.config import Recipe, to_dict
 from vqtoolkit.errors import VQTError
 from vqtoolkit.modality import Modality
-from vqtoolkit.train.checkpoint import CONFIG_FILE, METRICS_FILE, MODEL_FILE, read_metadata, read_metrics
+from vqtoolkit.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE, read_metadata, read_metrics
 
 MATPLOTLIB_MISSING = "vqt report needs matplotlib: pip install 'vqtoolkit[report]'"
 DPI = 80
@@ -233,7 +233,7 @@ def training_curves(records: list[dict], metrics: tuple[str, ...], path: Path) -
 @torch.no_grad()
 def autoencoder_pictures(run_dir: Path, out_dir: Path, device: str, examples: int, batches: int) -> dict:
     from vqtoolkit.plugins import registry
-    from vqtoolkit.train.checkpoint import load_model
+    from vqtoolkit.rundir import load_model
     from vqtoolkit.train.data import eval_loader, make_dataset
 
     model, recipe = load_model(run_dir, device)
@@ -258,7 +258,7 @@ def autoencoder_pictures(run_dir: Path, out_dir: Path, device: str, examples: in
 
 
 def reconstruct(model, originals: torch.Tensor, modality: Modality, device: str) -> torch.Tensor:
-    from vqtoolkit.stream import crop_to, pad_to_multiple
+    from vqtoolkit.inference.stream import crop_to, pad_to_multiple
 
     padded = pad_to_multiple(originals.to(device), model.downsample)
     recon = model.reconstruct(padded).float().cpu()
@@ -281,9 +281,9 @@ def code_counts(model, loader, device: str, batches: int) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def prior_pictures(run_dir: Path, out_dir: Path, device: str, samples: int, seed: int) -> dict:
+    from vqtoolkit.inference.tokenizer import Tokenizer
     from vqtoolkit.nn.pixelcnn_sampling import sample
-    from vqtoolkit.tokenizer import Tokenizer
-    from vqtoolkit.train.prior import load_prior
+    from vqtoolkit.rundir import load_prior
 
     prior, recipe, grid, tokenizer_hash = load_prior(run_dir, device)
     tokenizer = Tokenizer.load(recipe.tokenizer, device)
@@ -309,7 +309,7 @@ def write_report(
     seed: int = 0,
 ) -> Path:
     """Write the pictures and report.md of a run to `out_dir` (default: RUN_DIR/report); returns report.md."""
-    from vqtoolkit.train.prior import is_prior_run
+    from vqtoolkit.rundir import is_prior_run
 
     pyplot()  # fail early, before loading anything, when matplotlib is missing
     run_dir = Path(run_dir)

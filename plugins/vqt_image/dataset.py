@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from vqt_image.io import IMAGE_EXTENSIONS, image_size, read_idx, read_image, read_npz
 from vqtoolkit.errors import VQTError
-from vqtoolkit.stream import pad_to_multiple as pad_grid
+from vqtoolkit.inference.stream import pad_to_multiple as pad_grid
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "fashion_mnist_small"
 IDX_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}

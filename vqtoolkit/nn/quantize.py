@@ -160,13 +160,11 @@ class _Quantize(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_z_q: Tensor, grad_commit: Tensor) -> tuple[Tensor | None, ...]:
         (residual,) = ctx.saved_tensors
-        # in (B, *grid, D) order, where the residual is contiguous
-        grad = torch.addcmul(
-            rearrange(grad_z_q, "b d ... -> b ... d"),
-            residual.view(ctx.shape[0], *ctx.shape[2:], ctx.shape[1]),
-            2 * grad_commit / residual.numel(),
-        )
-        return rearrange(grad, "b ... d -> b d ...").to(grad_z_q.dtype), None, None, None
+        # in the layout of the incoming gradient (channel-first, as a decoder sends it back), so that the
+        # result needs no copy to match z; the residual is read through a view
+        scale = 2 * grad_commit / residual.numel()
+        grad = torch.addcmul(grad_z_q, _channel_first(residual, ctx.shape), scale)
+        return grad.to(grad_z_q.dtype), None, None, None
 
 
 class VectorQuantizer(Bottleneck):

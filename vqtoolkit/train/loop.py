@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 import time
 from contextlib import nullcontext
@@ -13,14 +12,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vqtoolkit.config import DEVICE_PATTERN, Recipe, dump_recipe
+from vqtoolkit.config import Recipe, dump_recipe
 from vqtoolkit.errors import VQTError
 from vqtoolkit.model import Autoencoder, check_model_size
 from vqtoolkit.progress import progress
-from vqtoolkit.threads import apply_threads
-from vqtoolkit.train import distributed
-from vqtoolkit.train.adversary import clip_norm, scheduled_lr
-from vqtoolkit.train.checkpoint import (
+from vqtoolkit.rundir import (
     CONFIG_FILE,
     METRICS_FILE,
     MODEL_FILE,
@@ -29,9 +25,13 @@ from vqtoolkit.train.checkpoint import (
     load_checkpoint,
     load_state,
     load_weights,
+    resolve_device,
     save_checkpoint,
     save_tensors,
 )
+from vqtoolkit.threads import apply_threads
+from vqtoolkit.train import distributed
+from vqtoolkit.train.adversary import clip_norm, scheduled_lr
 from vqtoolkit.train.data import BatchStream
 from vqtoolkit.train.objectives import AutoencoderObjective
 from vqtoolkit.train.signals import StopOnSignals
@@ -56,23 +56,6 @@ def refuse_existing_run(folder: Path) -> None:
             f"{folder}: holds other files; choose a new or empty train.out_dir (or train into it anyway "
             "with --overwrite)"
         )
-
-
-def resolve_device(name: str, option: str = "train.device") -> torch.device:
-    """The torch device for `name` (auto, cpu, cuda, cuda:N, mps); `option` names where it was given."""
-    if not re.fullmatch(DEVICE_PATTERN, name):
-        raise VQTError(f"{option}: unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VQTError(f"{option}: {name} was asked for but no GPU is available (use auto or cpu)")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise VQTError(f"{option}: {name} was asked for but this machine has {count} GPUs")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise VQTError(f"{option}: mps was asked for but is not available here (use auto or cpu)")
-    return device
 
 
 def learning_rate(recipe: Recipe, step: int) -> float:

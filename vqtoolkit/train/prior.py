@@ -1,4 +1,4 @@
-"""Training and evaluating PixelCNN priors over the codes of a trained VQ-VAE run, and sampling media."""
+"""Training and evaluating PixelCNN priors over the codes of a trained VQ-VAE run."""
 
 from __future__ import annotations
 
@@ -11,21 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from vqtoolkit.config import Component, Recipe, instantiate, load_recipe
+from vqtoolkit.config import Component, Recipe, instantiate
 from vqtoolkit.errors import VQTError
-from vqtoolkit.nn.pixelcnn_sampling import negative_log_likelihood, sample
+from vqtoolkit.nn.pixelcnn_sampling import negative_log_likelihood
 from vqtoolkit.progress import progress
-from vqtoolkit.tokenizer import Tokenizer
-from vqtoolkit.train.checkpoint import (
-    CONFIG_FILE,
-    MODEL_FILE,
+from vqtoolkit.rundir import (
+    TrainedRun,
+    load_prior,
+    load_run,
     read_safetensors,
     save_tensors,
 )
 from vqtoolkit.train.data import make_dataset
 
 
-def tokenizer_recipe(recipe: Recipe, tokenizer: Tokenizer) -> Recipe:
+def tokenizer_recipe(recipe: Recipe, tokenizer: TrainedRun) -> Recipe:
     """The VQ-VAE run's own recipe, with the data paths the prior recipe sets (if any)."""
     vq_recipe = tokenizer.recipe
     for key in ("path", "eval_path"):
@@ -35,7 +35,7 @@ def tokenizer_recipe(recipe: Recipe, tokenizer: Tokenizer) -> Recipe:
 
 
 @torch.no_grad()
-def extract_codes(tokenizer: Tokenizer, vq_recipe: Recipe, split: str, cache: Path) -> torch.Tensor:
+def extract_codes(tokenizer: TrainedRun, vq_recipe: Recipe, split: str, cache: Path) -> torch.Tensor:
     """Codes (N, *latent_grid) of every example of a split, cached in the prior's run directory and
     recomputed when the VQ-VAE or the data changes."""
     key = {"model_hash": tokenizer.model_hash, "data": vq_recipe.data.path, "eval": vq_recipe.data.eval_path}
@@ -63,7 +63,7 @@ class PriorObjective:
     name = "train prior"
 
     def __init__(self, recipe: Recipe, device: torch.device, ranks, run_dir: Path):
-        self.tokenizer = Tokenizer.load(recipe.tokenizer, str(device))
+        self.tokenizer = load_run(recipe.tokenizer, device, "tokenizer")
         sizes = self.tokenizer.model.bottleneck.codebook_sizes()
         if len(sizes) != 1:
             raise VQTError(
@@ -118,7 +118,7 @@ class PriorObjective:
 
 @torch.no_grad()
 def evaluate_prior(
-    prior, tokenizer: Tokenizer, vq_recipe: Recipe, codes: torch.Tensor, batch: int = 64
+    prior, tokenizer: TrainedRun, vq_recipe: Recipe, codes: torch.Tensor, batch: int = 64
 ) -> dict:
     """The prior's NLL in bits per code and, as in the VQ-VAE paper, a bound in bits per data dimension:
     (prior NLL of the codes + reconstruction NLL) / dims. The reconstruction term is the decoder's
@@ -152,69 +152,10 @@ def evaluate_prior(
     }
 
 
-def load_prior(run_dir: str | Path, device: str = "cpu"):
-    """(prior, recipe, grid, tokenizer hash) from a prior run directory."""
-    from vqtoolkit.plugins import registry
-
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / MODEL_FILE).is_file():
-        raise VQTError(f"{run_dir}: not a vqt prior run directory (needs {CONFIG_FILE} and {MODEL_FILE})")
-    recipe = load_recipe(run_dir / CONFIG_FILE)
-    if not recipe.tokenizer:
-        raise VQTError(f"{run_dir}: is not a prior run (its recipe names no tokenizer)")
-    weights, meta = read_safetensors(run_dir / MODEL_FILE)
-    if "grid" not in meta or "tokenizer_hash" not in meta or "embed.weight" not in weights:
-        raise VQTError(f"{run_dir / MODEL_FILE}: not the weights of a prior")
-    component = recipe.prior or Component()
-    factory = registry("priors").get(component.name or "pixelcnn")
-    codebook_size = weights["embed.weight"].shape[0]
-    grid = json.loads(meta["grid"])
-    prior = factory(codebook_size, len(grid), **component.args)
-    prior.load_state_dict(weights)
-    return prior.to(device).eval(), recipe, grid, meta["tokenizer_hash"]
-
-
-SAMPLE_BATCH = 64
-
-
-def sample_media(tokenizer: Tokenizer, prior_dir: str | Path, count: int, out_dir: Path, temperature: float,
-                 seed: int, cached: bool = True) -> list[Path]:  # fmt: skip
-    """Draw `count` code grids from the prior, decode them with the VQ-VAE and write media files."""
-    prior, _, grid, tokenizer_hash = load_prior(prior_dir, str(tokenizer.device))
-    if tokenizer_hash != tokenizer.model_hash:
-        raise VQTError(
-            f"{prior_dir}: this prior was trained on the codes of another model (hash {tokenizer_hash}, "
-            f"{tokenizer.run_dir} has {tokenizer.model_hash})"
-        )
-    generator = torch.Generator(device=tokenizer.device).manual_seed(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    modality = tokenizer.modality
-    suffix = modality.output_suffix
-    meta = tokenizer.options(modality.stream or modality.read)  # e.g. the sample rate the model works at
-    paths = []
-    batches = range(0, count, SAMPLE_BATCH)  # drawn, decoded and written a batch at a time: flat memory
-    for start in progress(batches, desc="sample", unit="batch", disable=len(batches) == 1):
-        shape = (min(SAMPLE_BATCH, count - start), *grid)
-        codes = sample(prior, shape, temperature, generator=generator, cached=cached)
-        media = tokenizer.model.decode(codes).float().clamp(*tokenizer.modality.value_range).cpu()
-        for index, item in enumerate(media, start):
-            path = out_dir / f"sample_{index:03d}{suffix}"
-            modality.write(path, item, meta)
-            paths.append(path)
-        if start == 0 and modality.overview:  # the first batch's samples in one picture
-            modality.overview(media, out_dir / "grid.png")
-    return paths
-
-
-def is_prior_run(run_dir: str | Path) -> bool:
-    config = Path(run_dir) / CONFIG_FILE
-    return config.is_file() and bool(load_recipe(config, check=False).tokenizer)
-
-
 def evaluate_prior_run(run_dir: str | Path, data_path: str | None = None, device: str = "cpu") -> dict:
     """`vqt eval` of a prior run: codes of the held-out split (or of `data_path`) through the prior."""
     prior, recipe, _, tokenizer_hash = load_prior(run_dir, device)
-    tokenizer = Tokenizer.load(recipe.tokenizer, device)
+    tokenizer = load_run(recipe.tokenizer, device, "--device")
     if tokenizer_hash != tokenizer.model_hash:
         raise VQTError(f"{run_dir}: its tokenizer {recipe.tokenizer} has changed since the prior was trained")
     if data_path:

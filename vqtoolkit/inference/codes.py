@@ -3,7 +3,7 @@
 Tensors:  `codes`, int16 (int32 when a codebook has more than 32,767 codes), shape (*latent_grid) for
           one codebook or (Q, *latent_grid) for residual VQ.
 Metadata (safetensors string map, JSON values):
-          format = "vqtoolkit.codes", version, modality, model_hash, latent_grid, codebook_sizes,
+          format = "vqtoolkit.inference.codes", version, modality, model_hash, latent_grid, codebook_sizes,
           original_shape (media grid before padding), media (reader metadata: size, sample rate, fps...),
           chunking (chunk and context lengths when the file was encoded as a stream).
 A video's codes file may also hold its audio track: tensor `audio_codes` and metadata `audio` (the
@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from vqtoolkit.errors import VQTError
-from vqtoolkit.train.checkpoint import read_safetensors, save_tensors
+from vqtoolkit.rundir import read_safetensors, save_tensors
 
-FORMAT, VERSION = "vqtoolkit.codes", 1
+FORMAT, VERSION = "vqtoolkit.inference.codes", 1
 
 
 @dataclass

@@ -11,16 +11,22 @@ from pathlib import Path
 
 import torch
 
-from vqtoolkit.codes import CodesMeta, read_codes_with_audio, write_codes
 from vqtoolkit.config import Recipe
 from vqtoolkit.errors import VQTError
 from vqtoolkit.files import refuse_input_as_output
+from vqtoolkit.inference.codes import CodesMeta, read_codes_with_audio, write_codes
+from vqtoolkit.inference.stream import (
+    crop_to,
+    decode_stream,
+    encode_stream,
+    pad_to_multiple,
+    receptive_radius,
+)
 from vqtoolkit.media import media_files
 from vqtoolkit.modality import Modality
 from vqtoolkit.model import Autoencoder
 from vqtoolkit.plugins import registry
-from vqtoolkit.stream import crop_to, decode_stream, encode_stream, pad_to_multiple, receptive_radius
-from vqtoolkit.train.checkpoint import MODEL_FILE, file_hash, load_model
+from vqtoolkit.rundir import load_run
 
 
 @dataclass
@@ -35,14 +41,8 @@ class Tokenizer:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", codebooks: int = 0) -> Tokenizer:
-        from vqtoolkit.train.loop import resolve_device
-
-        run_dir, device = resolve_model(run_dir), resolve_device(device, "--device")
-        model, recipe = load_model(run_dir, device)
-        if not model.discrete:
-            raise VQTError(f"{run_dir}: the model's bottleneck is continuous and has no codes to tokenize")
-        modality = registry("modalities").get(recipe.data.modality)
-        tokenizer = cls(run_dir, model, recipe, modality, file_hash(run_dir / MODEL_FILE), device)
+        run = load_run(run_dir, device)
+        tokenizer = cls(run.run_dir, run.model, run.recipe, run.modality, run.model_hash, run.device)
         if codebooks:
             tokenizer.keep_codebooks(codebooks)
         return tokenizer
@@ -248,32 +248,6 @@ class Tokenizer:
                 f"{source}: original size {meta.original_shape} does not fit the code grid "
                 f"{meta.latent_grid} at the downsampling {ds} of {self.run_dir}"
             )
-
-
-def shipped_models() -> dict[str, Path]:
-    """The run directories that modality plugins ship, by modality name."""
-    return {entry.name: Path(entry.factory.default_model) for entry in registry("modalities")
-            if entry.factory.default_model}  # fmt: skip
-
-
-def resolve_model(model: str | Path) -> Path:
-    """A run directory as given, or the shipped model of the modality it names (`--model speech`)."""
-    path = Path(model)
-    if path.exists() or os.sep in str(model) or str(model) not in shipped_models():
-        return path  # load_model says what is wrong with a path that is no run directory
-    return shipped_models()[str(model)]
-
-
-def default_model_for(modality: str, what: str) -> Path:
-    """The shipped model of `modality`, for a command given no --model."""
-    shipped = shipped_models()
-    if modality not in shipped:
-        names = ", ".join(sorted(shipped)) or "none"
-        raise VQTError(
-            f"{what}: no --model given and the {modality} modality ships no default model "
-            f"(shipped: {names}); pass --model RUN_DIR"
-        )
-    return shipped[modality]
 
 
 def modality_of_input(path: Path) -> str:

@@ -1,19 +1,25 @@
-"""Run directories: atomic safetensors checkpoints, resumable state, and loading without pickle."""
+"""Run directories, below both training and inference: their files, atomic safetensors checkpoints,
+resumable state, loading models and priors without pickle, and the device they run on."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
+from vqtoolkit.config import DEVICE_PATTERN, Component, load_recipe
 from vqtoolkit.errors import VQTError
 from vqtoolkit.files import atomic_write, atomic_write_all  # noqa: F401  (used by the trainer too)
+from vqtoolkit.plugins import registry
 
 MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE = (
     "model.safetensors",
@@ -282,7 +288,6 @@ def optional_state(model: torch.nn.Module) -> set[str]:
 
 def load_model(run_dir: str | Path, device: str = "cpu"):
     """(model, recipe) from a run directory, weights through safetensors only."""
-    from vqtoolkit.config import load_recipe
     from vqtoolkit.model import build_model
 
     run_dir = Path(run_dir)
@@ -310,3 +315,97 @@ def load_weights(model: torch.nn.Module, path: Path, config: Path) -> None:
         raise VQTError(
             f"{path}: weights do not match {config} (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
+
+
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """The torch device for `name` (auto, cpu, cuda, cuda:N, mps); `option` names where it was given."""
+    if not re.fullmatch(DEVICE_PATTERN, name):
+        raise VQTError(f"{option}: unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VQTError(f"{option}: {name} was asked for but no GPU is available (use auto or cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise VQTError(f"{option}: {name} was asked for but this machine has {count} GPUs")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise VQTError(f"{option}: mps was asked for but is not available here (use auto or cpu)")
+    return device
+
+
+def is_prior_run(run_dir: str | Path) -> bool:
+    config = Path(run_dir) / CONFIG_FILE
+    return config.is_file() and bool(load_recipe(config, check=False).tokenizer)
+
+
+def load_prior(run_dir: str | Path, device: str = "cpu"):
+    """(prior, recipe, grid, tokenizer hash) from a prior run directory."""
+    from vqtoolkit.plugins import registry
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / MODEL_FILE).is_file():
+        raise VQTError(f"{run_dir}: not a vqt prior run directory (needs {CONFIG_FILE} and {MODEL_FILE})")
+    recipe = load_recipe(run_dir / CONFIG_FILE)
+    if not recipe.tokenizer:
+        raise VQTError(f"{run_dir}: is not a prior run (its recipe names no tokenizer)")
+    weights, meta = read_safetensors(run_dir / MODEL_FILE)
+    if "grid" not in meta or "tokenizer_hash" not in meta or "embed.weight" not in weights:
+        raise VQTError(f"{run_dir / MODEL_FILE}: not the weights of a prior")
+    component = recipe.prior or Component()
+    factory = registry("priors").get(component.name or "pixelcnn")
+    codebook_size = weights["embed.weight"].shape[0]
+    grid = json.loads(meta["grid"])
+    prior = factory(codebook_size, len(grid), **component.args)
+    prior.load_state_dict(weights)
+    return prior.to(device).eval(), recipe, grid, meta["tokenizer_hash"]
+
+
+def shipped_models() -> dict[str, Path]:
+    """The run directories that modality plugins ship, by modality name."""
+    return {entry.name: Path(entry.factory.default_model) for entry in registry("modalities")
+            if entry.factory.default_model}  # fmt: skip
+
+
+def resolve_model(model: str | Path) -> Path:
+    """A run directory as given, or the shipped model of the modality it names (`--model speech`)."""
+    path = Path(model)
+    if path.exists() or os.sep in str(model) or str(model) not in shipped_models():
+        return path  # load_model says what is wrong with a path that is no run directory
+    return shipped_models()[str(model)]
+
+
+def default_model_for(modality: str, what: str) -> Path:
+    """The shipped model of `modality`, for a command given no --model."""
+    shipped = shipped_models()
+    if modality not in shipped:
+        names = ", ".join(sorted(shipped)) or "none"
+        raise VQTError(
+            f"{what}: no --model given and the {modality} modality ships no default model "
+            f"(shipped: {names}); pass --model RUN_DIR"
+        )
+    return shipped[modality]
+
+
+@dataclass
+class TrainedRun:
+    """A trained autoencoder run, loaded for use: its model (eval mode, on `device`), its recipe and
+    modality, and the hash of its weights (which codes files and priors record)."""
+
+    run_dir: Path
+    model: torch.nn.Module
+    recipe: Any
+    modality: Any
+    model_hash: str
+    device: torch.device
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", option: str = "--device") -> TrainedRun:
+    """A run directory (or the name of a shipped model) whose bottleneck makes codes, loaded on `device`."""
+    run_dir = resolve_model(run_dir)
+    device = device if isinstance(device, torch.device) else resolve_device(device, option)
+    model, recipe = load_model(run_dir, device)
+    if not model.discrete:
+        raise VQTError(f"{run_dir}: the model's bottleneck is continuous and has no codes to tokenize")
+    modality = registry("modalities").get(recipe.data.modality)
+    return TrainedRun(run_dir, model, recipe, modality, file_hash(run_dir / MODEL_FILE), device)
