@@ -94,8 +94,40 @@ def _line(exc: BaseException) -> str:
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Load safetensors only; anything else (a pickle planted as a checkpoint) is refused unread."""
-    return read_safetensors(path)[0]
+    """Load safetensors only; anything else (a pickle planted as a checkpoint) is refused unread. Weights
+    stored as 8-bit integers with a scale per row (see `int8_rows`) come back as fp32."""
+    return dequantized(read_safetensors(path)[0], path)
+
+
+INT8, SCALE = ".int8", ".int8_scale"  # the suffixes of a weight stored by `int8_rows`
+
+
+def int8_rows(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A float weight (rows, ...) as int8 values and one fp16 scale per row (symmetric, round to nearest):
+    a quarter of fp32's bytes, for shipped models whose size is capped."""
+    rows = weight.float().flatten(1)
+    scale = (rows.abs().amax(1) / 127).clamp(min=1e-12)
+    values = (rows / scale[:, None]).round().clamp(-127, 127).to(torch.int8).view(weight.shape)
+    return {INT8: values, SCALE: scale.half()}
+
+
+def dequantized(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """`tensors` with every int8-stored weight put back as fp32; a stored pair that does not fit together
+    (untrusted file) is one line."""
+    out = {name: t for name, t in tensors.items() if not name.endswith((INT8, SCALE))}
+    for name in [n[: -len(INT8)] for n in tensors if n.endswith(INT8)]:
+        values, scale = tensors[name + INT8], tensors.get(name + SCALE)
+        if (
+            scale is None
+            or values.dtype != torch.int8
+            or values.ndim < 1
+            or scale.shape != values.shape[:1]
+            or not scale.is_floating_point()
+            or not torch.isfinite(scale).all()
+        ):
+            raise VQTError(f"{path}: {name}{INT8} has no matching per-row scale ({name}{SCALE})")
+        out[name] = (values.flatten(1).float() * scale.float()[:, None]).view(values.shape)
+    return out
 
 
 def file_hash(path: Path) -> str:
