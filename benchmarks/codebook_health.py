@@ -31,8 +31,12 @@ GOAL = 0.9
 
 def health(recipe_name: str, steps: int, folder: Path) -> dict:
     overrides = [f"train.max_steps={steps}", "train.picture_every=0", f"train.out_dir={folder / recipe_name}"]
-    if recipe_name == "speech_vqvae" and not (CORPUS / "train").is_dir():
-        overrides += ["data.path=", "data.eval_path="]
+    if recipe_name == "speech_vqvae":  # the corpus by its full path: the benchmark may run from anywhere
+        have = (CORPUS / "train").is_dir()
+        overrides += [
+            f"data.path={CORPUS / 'train' if have else ''}",
+            f"data.eval_path={CORPUS / 'test' if have else ''}",
+        ]
     started = time.perf_counter()
     results = Trainer(load_recipe(ROOT / "recipes" / f"{recipe_name}.yaml", overrides)).fit()
     stages = sorted(k for k in results if k.startswith("codebook_used_fraction/"))
