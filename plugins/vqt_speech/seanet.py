@@ -179,7 +179,36 @@ class ConvNeXtBlock(nn.Module):
         return x + rearrange(y, "b t c -> b c t")
 
 
-class VocosEncoder(nn.Module):
+class FrameRateTrunk(nn.Module):
+    """What the Vocos encoder and decoder share: the STFT framing of a code frame (`subframes` STFT frames
+    `hop / subframes` samples apart, windows of `n_fft`) and a ConvNeXt trunk at the frame rate."""
+
+    def __init__(self, channels_in: int, hop: int, n_fft: int, subframes: int, dim: int, layers: int,
+                 expansion: int, kernel: int, causal: bool):  # fmt: skip
+        super().__init__()
+        if subframes < 1 or hop % subframes:
+            raise ValueError(f"subframes ({subframes}) must be a positive divisor of hop ({hop})")
+        if n_fft < hop // subframes:
+            raise ValueError(f"n_fft ({n_fft}) must be at least the STFT hop ({hop // subframes})")
+        self.downsample = (hop,)
+        self.hop, self.n_fft, self.subframes, self.causal = hop, n_fft, subframes, causal
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.embed = nn.Conv1d(channels_in, dim, 7)
+        self.embed_pad = (6, 0) if causal else (3, 3)
+        self.norm_in = nn.LayerNorm(dim, eps=1e-6)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(dim, expansion, kernel, causal) for _ in range(layers))
+        self.norm_out = nn.LayerNorm(dim, eps=1e-6)
+
+    def trunk(self, x: Tensor) -> Tensor:
+        """(B, channels_in, frames) -> (B, frames, dim), normalised."""
+        x = self.embed(F.pad(x, self.embed_pad))
+        x = rearrange(self.norm_in(rearrange(x, "b c t -> b t c")), "b t c -> b c t")
+        for block in self.blocks:
+            x = block(x)
+        return self.norm_out(rearrange(x, "b c t -> b t c"))
+
+
+class VocosEncoder(FrameRateTrunk):
     """Waveform -> latents at the code frame rate through a log-magnitude STFT and ConvNeXt blocks.
 
     The mirror of `VocosDecoder`: `subframes` STFT frames `hop / subframes` samples apart are stacked into
@@ -201,21 +230,10 @@ class VocosEncoder(nn.Module):
         kernel: int = 7,  # of the depthwise convolutions
         causal: bool = False,
     ):
-        super().__init__()
         if in_channels != 1:
             raise ValueError(f"the vocos encoder reads mono audio, got in_channels={in_channels}")
-        if subframes < 1 or hop % subframes:
-            raise ValueError(f"subframes ({subframes}) must be a positive divisor of hop ({hop})")
-        if n_fft < hop // subframes:
-            raise ValueError(f"n_fft ({n_fft}) must be at least the STFT hop ({hop // subframes})")
-        self.downsample = (hop,)
-        self.hop, self.n_fft, self.subframes, self.causal = hop, n_fft, subframes, causal
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        self.embed = nn.Conv1d(subframes * (n_fft // 2 + 1), dim, 7)
-        self.embed_pad = (6, 0) if causal else (3, 3)
-        self.norm_in = nn.LayerNorm(dim, eps=1e-6)
-        self.blocks = nn.ModuleList(ConvNeXtBlock(dim, expansion, kernel, causal) for _ in range(layers))
-        self.norm_out = nn.LayerNorm(dim, eps=1e-6)
+        bins = n_fft // 2 + 1
+        super().__init__(subframes * bins, hop, n_fft, subframes, dim, layers, expansion, kernel, causal)
         self.project = nn.Linear(dim, latent_dim)
 
     def features(self, x: Tensor) -> Tensor:
@@ -234,14 +252,10 @@ class VocosEncoder(nn.Module):
         if x.shape[-1] % self.hop:
             raise ValueError(f"the vocos encoder needs a length divisible by {self.hop}, got {x.shape[-1]}")
         features = self.features(x).to(self.embed.weight.dtype)
-        y = self.embed(F.pad(features, self.embed_pad))
-        y = rearrange(self.norm_in(rearrange(y, "b c t -> b t c")), "b t c -> b c t")
-        for block in self.blocks:
-            y = block(y)
-        return rearrange(self.project(self.norm_out(rearrange(y, "b c t -> b t c"))), "b t c -> b c t")
+        return rearrange(self.project(self.trunk(features)), "b t c -> b c t")
 
 
-class VocosDecoder(nn.Module):
+class VocosDecoder(FrameRateTrunk):
     """Latents at the code frame rate -> waveform through ConvNeXt blocks and an inverse STFT head.
 
     Each code frame predicts log-magnitude and phase of `n_fft // 2 + 1` bins for `subframes` STFT frames
@@ -263,29 +277,13 @@ class VocosDecoder(nn.Module):
         kernel: int = 7,  # of the depthwise convolutions
         causal: bool = False,
     ):
-        super().__init__()
         if out_channels != 1:
             raise ValueError(f"the vocos decoder writes mono audio, got out_channels={out_channels}")
-        if subframes < 1 or hop % subframes:
-            raise ValueError(f"subframes ({subframes}) must be a positive divisor of hop ({hop})")
-        if n_fft < hop // subframes:
-            raise ValueError(f"n_fft ({n_fft}) must be at least the STFT hop ({hop // subframes})")
-        self.downsample = (hop,)
-        self.hop, self.n_fft, self.subframes = hop, n_fft, subframes
-        self.embed = nn.Conv1d(latent_dim, dim, 7)
-        self.embed_pad = (6, 0) if causal else (3, 3)
-        self.norm_in = nn.LayerNorm(dim, eps=1e-6)
-        self.blocks = nn.ModuleList(ConvNeXtBlock(dim, expansion, kernel, causal) for _ in range(layers))
-        self.norm_out = nn.LayerNorm(dim, eps=1e-6)
+        super().__init__(latent_dim, hop, n_fft, subframes, dim, layers, expansion, kernel, causal)
         self.head = nn.Linear(dim, subframes * (n_fft + 2))
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def forward(self, z: Tensor) -> Tensor:
-        x = self.embed(F.pad(z, self.embed_pad))
-        x = rearrange(self.norm_in(rearrange(x, "b c t -> b t c")), "b t c -> b c t")
-        for block in self.blocks:
-            x = block(x)
-        x = self.head(self.norm_out(rearrange(x, "b c t -> b t c")))
+        x = self.head(self.trunk(z))
         with torch.autocast(x.device.type, enabled=False):
             log_magnitude, phase = rearrange(
                 x.float(), "b t (s two f) -> two b f (t s)", s=self.subframes, two=2
