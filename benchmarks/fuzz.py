@@ -116,6 +116,7 @@ def worker() -> None:
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the answers
     from vqtoolkit.errors import VQTError
+    from vqtoolkit.memory import peak_kib, restart_peak
     from vqtoolkit.plugins import registry
 
     # imports and plugin loading up front, so that the memory a case reports is the case's own
@@ -124,8 +125,7 @@ def worker() -> None:
     answers.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
         reader, path = line.rstrip("\n").split(" ", 1)
-        Path("/proc/self/clear_refs").write_text("5")  # the peak memory (VmHWM) restarts from here
-        start_kib = memory_kib("VmRSS")
+        start_kib = restart_peak()
         try:
             reader_function(reader)(Path(path))
             answer = {"outcome": "ok"}
@@ -136,13 +136,8 @@ def worker() -> None:
             answer = {"outcome": "clean error" if named else "unexpected", "detail": message[:300]}
         except Exception as exc:  # noqa: BLE001 - the point: anything else is a reader bug
             answer = {"outcome": "unexpected", "detail": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        answer["growth_mib"] = round((memory_kib("VmHWM") - start_kib) / 1024, 1)
+        answer["growth_mib"] = round((peak_kib() - start_kib) / 1024, 1)
         answers.write(json.dumps(answer) + "\n")
-
-
-def memory_kib(field: str) -> int:
-    """This process's resident memory now (VmRSS) or at its peak (VmHWM), in KiB."""
-    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
 
 
 class Worker:

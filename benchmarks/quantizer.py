@@ -53,6 +53,7 @@ import torch
 from einops import rearrange
 from peers import PEER, machine
 
+from vqtoolkit.memory import peak_kib, restart_peak
 from vqtoolkit.nn.quantize import VectorQuantizer, _latent_rows
 
 DIM, DECAY, BETA = 64, 0.99, 0.25
@@ -281,18 +282,10 @@ def memory_child(side: str, codebook_size: int, batch: int, device: str) -> None
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
     else:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the kernel's peak-RSS mark to the current RSS
-        start = _status_kb("VmRSS") * 1024
+        start = restart_peak() * 1024
         step(side, quantizer, latents)
-        peak = _status_kb("VmHWM") * 1024
+        peak = peak_kib() * 1024
     print(json.dumps({"peak_bytes": peak - start}))
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def peak_mb(side: str, size: int, batch: int, device: str, cap_gb: float) -> tuple[float | None, str]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+
+from vqtoolkit.memory import peak_kib, restart_peak
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = os.environ.get("VQT_CASE_FIGURES")
@@ -66,16 +67,11 @@ def run_measured(command: list[str], env: dict, cwd: Path, timeout: float) -> su
     return subprocess.CompletedProcess(command, process.returncode, output["stdout"], output["stderr"])
 
 
-def _memory_kib(field: str) -> int:
-    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
     if FIGURES and item.get_closest_marker("hostile"):
         CHILD_PEAKS_KIB.clear()
-        Path("/proc/self/clear_refs").write_text("5")  # resets this process's peak (VmHWM) to its size now
-        item.start_kib = _memory_kib("VmRSS")
+        item.start_kib = restart_peak()
     yield
 
 
@@ -94,7 +90,7 @@ def pytest_runtest_makereport(item, call):
         "held": report.passed,
         "traceback": escaped,
         "peak_process_mib": max(CHILD_PEAKS_KIB, default=0) / 1024,
-        "growth_mib": (_memory_kib("VmHWM") - getattr(item, "start_kib", 0)) / 1024,
+        "growth_mib": (peak_kib() - getattr(item, "start_kib", 0)) / 1024,
         "seconds": report.duration,
     }
     with open(FIGURES, "a") as figures:
