@@ -58,7 +58,10 @@ def test_no_core_module_compares_with_a_built_in_modality_name():
         for node in ast.walk(ast.parse(path.read_text())):
             constants = []
             if isinstance(node, ast.Compare):
-                constants = [n for n in [node.left, *node.comparators] if isinstance(n, ast.Constant)]
+                operands = [node.left, *node.comparators]
+                collections = [n for n in operands if isinstance(n, (ast.Tuple, ast.List, ast.Set))]
+                operands += [element for n in collections for element in n.elts]
+                constants = [n for n in operands if isinstance(n, ast.Constant)]
             elif isinstance(node, ast.Dict):
                 constants = [key for key in node.keys if isinstance(key, ast.Constant)]
             found += [f"{path.relative_to(ROOT)}:{c.lineno}" for c in constants if c.value in BUILT_IN_MEDIA]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from vqtoolkit.errors import VQTError
+from vqtoolkit.plugins import registry
 from vqtoolkit.rundir import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -138,12 +139,27 @@ def codes_meta(meta) -> dict[str, Any]:
     }
     if source:
         described["source"] = source
-    rate = media.get("sample_rate") or media.get("fps") or source.get("fps")
-    if meta.modality in ("speech", "video") and rate:  # the grid's first axis is time: samples or frames
-        described["duration_s"] = round(meta.original_shape[0] / rate, 3)
+    duration = _duration(meta, {**media, "source": source})
+    if duration is not None:
+        described["duration_s"] = duration
     if meta.chunking:
         described["chunking"] = meta.chunking
     return described
+
+
+def _duration(meta, media: dict) -> float | None:
+    """Seconds of media, when the codes' modality is installed and its first grid axis is time."""
+    modalities = registry("modalities")
+    if meta.modality not in modalities or not meta.original_shape:
+        return None
+    modality = modalities.get(meta.modality)
+    if modality.time_rate is None:
+        return None
+    try:
+        rate = modality.rate(media)
+    except (KeyError, TypeError, ValueError):  # metadata the plugin cannot read: no duration, not a crash
+        return None
+    return round(meta.original_shape[0] / rate, 3) if rate > 0 else None
 
 
 def _product(values: list[int]) -> int:
