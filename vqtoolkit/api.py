@@ -172,6 +172,34 @@ def tokenize(
     return codes
 
 
+def tokenize_dataset(
+    inputs: list[str | Path],
+    model: str | Path,
+    output: str | Path,
+    device: str = "auto",
+    codebooks: int = 0,
+    shard_files: int = 256,
+) -> dict | None:
+    """Tokenize media files and folders of them into one code dataset at `output` (Arrow shards, an
+    index and a manifest; see `vqtoolkit.data`), which `CodesDataset(output)` reads. Rerun after a kill,
+    it resumes. Under torchrun each process tokenizes its share of the shards, one GPU each where there are
+    GPUs. Returns the report (files tokenized, files skipped and why) on rank 0, None on the others."""
+    from datetime import timedelta
+
+    from vqtoolkit import parallel
+    from vqtoolkit.inference.corpus import tokenize_corpus
+    from vqtoolkit.rundir import resolve_device
+
+    ranks, device_of_rank = parallel.setup(resolve_device(device, "--device"), timedelta(days=7))
+    try:
+        tokenizer = Tokenizer.load(model, str(device_of_rank), codebooks)
+        files = tokenizer.media_files([str(path) for path in inputs])
+        return tokenize_corpus(tokenizer, files, Path(output), shard_files)
+    finally:
+        if ranks.active:
+            parallel.shutdown()
+
+
 def decode(
     codes: Tensor | str | Path, model: RunOrTokenizer, output: str | Path | None = None, device: str = "auto"
 ) -> Tensor | Path:

@@ -164,8 +164,8 @@ def train(recipe, overrides, resume_dir, nproc, overwrite):
     """
     from pathlib import Path
 
+    from vqtoolkit import parallel
     from vqtoolkit.api import resolve_recipe, trainer_for
-    from vqtoolkit.train import distributed
     from vqtoolkit.train.loop import refuse_existing_run
     from vqtoolkit.train.signals import Interrupted
 
@@ -174,7 +174,7 @@ def train(recipe, overrides, resume_dir, nproc, overwrite):
     if not recipe and not resume_dir:
         raise click.UsageError("give a recipe, e.g. vqt train recipes/image_vqvae.yaml")
     recipe = resolve_recipe(recipe, overrides, resume_dir)
-    world_size = nproc if nproc > 1 else distributed.current().world_size
+    world_size = nproc if nproc > 1 else parallel.current().world_size
     if recipe.train.batch_size % world_size:
         raise VQTError(
             f"train.batch_size: {recipe.train.batch_size} does not split evenly over {world_size} processes"
@@ -182,8 +182,8 @@ def train(recipe, overrides, resume_dir, nproc, overwrite):
     if not resume_dir and not overwrite:  # before any worker starts
         refuse_existing_run(Path(recipe.train.out_dir))
     if nproc > 1:  # this process launches the workers (each one runs this command without --nproc)
-        sys.exit(distributed.launch(nproc, passed_on))
-    main_rank = distributed.current().main
+        sys.exit(parallel.launch(nproc, "train", passed_on))
+    main_rank = parallel.current().main
     try:
         trainer = trainer_for(recipe, resume_dir, overwrite)
         try:
@@ -202,7 +202,7 @@ def train(recipe, overrides, resume_dir, nproc, overwrite):
             raise
         sys.exit(1)  # every rank meets the same mistake: rank 0 reports it, once
     finally:
-        distributed.shutdown()
+        parallel.shutdown()
     if main_rank:
         click.echo(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.step, **results}, indent=2))
         echo_usage(results, trainer.model)
@@ -253,7 +253,22 @@ def audio_model_option(help: str):
     help="A trained run directory, or a shipped model by name (speech). Default: the shipped model of "
     "the first input's modality.",
 )  # fmt: skip
-@click.option("-o", "--output", required=True, help="A .codes file for one input, else a folder.")
+@click.option("-o", "--output", help="A .codes file for one input, else a folder of codes files.")
+@click.option(
+    "--dataset", "dataset_dir", metavar="OUT",
+    help="Write one code dataset to the folder OUT instead: Arrow shards, an index, a manifest and a "
+    "report of skipped files (read it with vqtoolkit.data.CodesDataset or Hugging Face datasets). Rerun "
+    "the same command after a kill to resume.",
+)  # fmt: skip
+@click.option(
+    "--shard-files", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
+    help="--dataset: files per shard (the unit a resumed run skips and a process takes).",
+)  # fmt: skip
+@click.option(
+    "--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+    help="--dataset: tokenize in this many processes (one per GPU), as `torchrun --nproc-per-node N -m "
+    "vqtoolkit tokenize ...` would; the dataset is the same as one process makes.",
+)  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @audio_model_option("A speech run: videos also get their audio track's codes, in the same codes file.")
 @click.option(
@@ -264,12 +279,17 @@ def audio_model_option(help: str):
     help="Residual models (rvq, rfsq): keep the codes of the first N codebooks only, a lower bitrate that "
     "`vqt decode` decodes as it is. Default: all.",
 )
-def tokenize(inputs, run_dir, output, device, audio_run_dir, codebooks):
-    """Turn media files (or folders of them) into codes files.
+def tokenize(inputs, run_dir, output, dataset_dir, shard_files, nproc, device, audio_run_dir, codebooks):
+    """Turn media files (or folders of them) into codes files, or a whole corpus into a code dataset.
 
     Each codes file is a safetensors file with the integer codes and what is needed to decode them
     (modality, model hash, latent grid, codebook sizes, original size). A file that cannot be read is
     reported and skipped; the others are written, and the exit code is 1 at the end.
+
+    With --dataset OUT, the codes of all inputs go into shards of --shard-files files in OUT, with an
+    index (source path, shard, offset, length, grid, duration, model hash) and a manifest; files that
+    cannot be read are listed in OUT/report.json and skipped. A rerun of the same command skips the shards
+    already written, and gives the dataset an uninterrupted run would.
 
     \b
     Examples:
@@ -279,6 +299,8 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir, codebooks):
       vqt tokenize talk.flac --model runs/speech_vqvae -o talk.codes
       vqt tokenize film.mp4 --model runs/video_vqvae --audio-model runs/speech_vqvae -o film.codes
       vqt tokenize talk.wav --codebooks 2 -o talk.codes       # 2 of the speech model's 4 codebooks
+      vqt tokenize corpus/ --model speech --dataset corpus_codes/
+      vqt tokenize corpus/ --model speech --dataset corpus_codes/ --nproc 2
     """
     from pathlib import Path
 
@@ -291,6 +313,17 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir, codebooks):
     fix_mmap_threshold()  # long media: keep the heap from fragmenting (see vqtoolkit/memory.py)
     if not run_dir:
         run_dir = default_model_for(modality_of_input(Path(inputs[0])), inputs[0])
+    if dataset_dir or nproc > 1:
+        if not dataset_dir:
+            raise click.UsageError("--nproc splits a code dataset over processes: give --dataset OUT")
+        if output or audio_run_dir:
+            raise click.UsageError(
+                f"--dataset writes one dataset: leave out {'-o' if output else '--audio-model'}"
+            )
+        tokenize_dataset(inputs, run_dir, dataset_dir, shard_files, nproc, device, codebooks)
+        return
+    if not output:
+        raise click.UsageError("give -o (a .codes file or a folder), or --dataset OUT for a code dataset")
     tokenizer = Tokenizer.load(run_dir, device, codebooks or 0)
     audio = Tokenizer.load(audio_run_dir, device) if audio_run_dir else None
     files = tokenizer.media_files(list(inputs))
@@ -319,6 +352,32 @@ def tokenize(inputs, run_dir, output, device, audio_run_dir, codebooks):
     click.echo(f"wrote {written} codes file{'s' * (written != 1)} to {output}", err=True)
     if failures:
         raise VQTError(f"{failures} of {len(files)} inputs could not be tokenized (see above)")
+
+
+def tokenize_dataset(inputs, run_dir, dataset_dir, shard_files, nproc, device, codebooks) -> None:
+    """`vqt tokenize ... --dataset OUT`, in this process or, with --nproc, in worker processes."""
+    from vqtoolkit import parallel
+    from vqtoolkit.api import tokenize_dataset as tokenize_corpus
+
+    if nproc > 1:  # each worker runs this command without --nproc
+        worker = [*inputs, "--model", str(run_dir), "--dataset", dataset_dir, "--device", device]
+        worker += ["--shard-files", str(shard_files), *(["--codebooks", str(codebooks)] if codebooks else [])]
+        sys.exit(parallel.launch(nproc, "tokenize", worker))
+    main_rank = parallel.current().main
+    try:
+        report = tokenize_corpus(inputs, run_dir, dataset_dir, device, codebooks or 0, shard_files)
+    except VQTError:
+        if main_rank:
+            raise
+        sys.exit(1)  # every rank meets the same mistake: rank 0 reports it, once
+    if report is None:
+        return
+    click.echo(f"wrote {report['tokenized']} items to {dataset_dir}", err=True)
+    if report["skipped"]:
+        skipped, report_file = len(report["skipped"]), os.path.join(dataset_dir, "report.json")
+        raise VQTError(
+            f"{skipped} of {report['files']} inputs could not be tokenized (listed in {report_file})"
+        )
 
 
 @cli.command()

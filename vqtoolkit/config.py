@@ -44,6 +44,10 @@ class DataConfig:
     eval_path: str = ""  # held-out data; "" = the held-out split of `path` (its test files, or its last 10%)
     channels: Annotated[int, Range(1, 64)] = 1  # 1 = grey / mono, 3 = RGB
     num_workers: Annotated[int, NOT_NEGATIVE] = 0  # DataLoader worker processes
+    # priors: train on this code dataset (`vqt tokenize DIR --dataset OUT`) instead of tokenizing `path`
+    codes: str = ""
+    # ... in windows of this many steps along the code grid's first axis (0 = whole items, of one grid)
+    codes_window: Annotated[int, NOT_NEGATIVE] = 0
     options: dict[str, Any] = field(default_factory=dict)  # other keys go to the modality's dataset
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from vqtoolkit.config import Component, Recipe, instantiate
+from vqtoolkit.data import CodesDataset
 from vqtoolkit.errors import VQTError
 from vqtoolkit.nn.pixelcnn_sampling import negative_log_likelihood
 from vqtoolkit.progress import progress
@@ -56,6 +57,35 @@ def extract_codes(tokenizer: TrainedRun, vq_recipe: Recipe, split: str, cache: P
     return codes
 
 
+def code_dataset(recipe: Recipe, tokenizer: TrainedRun) -> CodesDataset:
+    """`data.codes` in windows of `data.codes_window` steps, checked against the tokenizer."""
+    where = recipe.data.codes
+    dataset = CodesDataset(where, window=recipe.data.codes_window)
+    if dataset.manifest.get("model_hash") != tokenizer.model_hash:
+        raise VQTError(
+            f"data.codes: {where} holds the codes of another model than tokenizer {recipe.tokenizer}"
+        )
+    if dataset.codebook_sizes != tokenizer.model.bottleneck.codebook_sizes():
+        raise VQTError(
+            f"data.codes: {where} holds codes of {len(dataset.codebook_sizes)} codebooks; priors model one"
+        )
+    if not len(dataset):
+        raise VQTError(f"data.codes: {where} has no item of {recipe.data.codes_window} steps")
+    if (
+        not recipe.data.codes_window
+        and len({tuple(dataset.info(i)["shape"]) for i in range(dataset.items)}) > 1
+    ):
+        raise VQTError(f"data.codes: the items of {where} differ in size; set data.codes_window=N")
+    return dataset
+
+
+def codes_in_use(codes: torch.Tensor | CodesDataset) -> int:
+    """How many distinct codes a training set holds."""
+    if isinstance(codes, CodesDataset):
+        return codes.distinct_codes()
+    return codes.unique().numel()
+
+
 class PriorObjective:
     """Cross-entropy of a prior over the codes a tokenizer run gives its training data; evaluated on the
     codes of its held-out split."""
@@ -71,11 +101,15 @@ class PriorObjective:
             )
         run_dir.mkdir(parents=True, exist_ok=True)  # only once the tokenizer is known to be usable
         self.vq_recipe = tokenizer_recipe(recipe, self.tokenizer)
-        self.train_set, self.eval_set = (
-            extract_codes(self.tokenizer, self.vq_recipe, split, run_dir / f"codes_{split}.safetensors")
-            for split in ("train", "test")
+        self.train_set = (
+            code_dataset(recipe, self.tokenizer)
+            if recipe.data.codes
+            else extract_codes(self.tokenizer, self.vq_recipe, "train", run_dir / "codes_train.safetensors")
         )
-        used = self.train_set.unique().numel() / sizes[0]
+        self.eval_set = extract_codes(
+            self.tokenizer, self.vq_recipe, "test", run_dir / "codes_test.safetensors"
+        )
+        used = codes_in_use(self.train_set) / sizes[0]
         if used < 0.5 and ranks.main:
             print(
                 f"warning: tokenizer: {recipe.tokenizer} uses {used:.0%} of its {sizes[0]} codes on the "
@@ -87,7 +121,7 @@ class PriorObjective:
         self.model = instantiate("priors", component, "prior", "pixelcnn", sizes[0], rank).to(device)
 
     def model_meta(self) -> dict[str, str]:
-        grid = list(self.train_set.shape[1:])
+        grid = list(self.train_set[0].shape)
         return {"tokenizer_hash": self.tokenizer.model_hash, "grid": json.dumps(grid)}
 
     def optimizers(self) -> dict:
