@@ -45,6 +45,21 @@ def _projection(dim: int, channels: int) -> tuple[nn.Module, nn.Module]:
     return nn.Linear(dim, channels), nn.Linear(channels, dim)
 
 
+def _project(linear: nn.Module, z: Tensor) -> Tensor:
+    """`linear` over the channels of channel-first z (B, D, *grid), as one batched matrix product on z's own
+    layout: neither z nor the gradient that comes back (channel-first, from a decoder) is copied into
+    channel-last order, which costs more than the product itself when D is wide and the output narrow."""
+    if isinstance(linear, nn.Identity):
+        return z
+    flat = z.flatten(2)
+    weight = linear.weight.expand(z.shape[0], *linear.weight.shape)
+    if linear.bias is None:
+        out = torch.bmm(weight, flat)
+    else:
+        out = torch.baddbmm(linear.bias[:, None].expand(z.shape[0], -1, flat.shape[2]), weight, flat)
+    return out.view(z.shape[0], -1, *z.shape[2:])
+
+
 class _UsageCounter(nn.Module):
     """Counts of an implicit codebook's codes since the last reset, for `usage_stats`."""
 
@@ -113,8 +128,8 @@ class FSQ(Bottleneck):
     def forward(self, z: Tensor) -> BottleneckOutput:
         _check_latents(z, self.dim)
         with torch.autocast(z.device.type, enabled=False):
-            values, codes = self.quantize(self.project_in(_channels_last(z.float())))
-            out = _channels_first(self.project_out(values))
+            values, codes = self.quantize(_channels_last(_project(self.project_in, z.float())))
+            out = _project(self.project_out, _channels_first(values))
         counts = self.usage.add(codes)
         stats = {"perplexity": _perplexity(counts), "usage": (counts > 0).float().mean()}
         return BottleneckOutput(z=out.to(z.dtype), loss=z.new_zeros((), dtype=torch.float32), codes=codes,
@@ -124,12 +139,12 @@ class FSQ(Bottleneck):
     def encode(self, z: Tensor) -> Tensor:
         _check_latents(z, self.dim)
         with torch.autocast(z.device.type, enabled=False):
-            codes = self.quantize(self.project_in(_channels_last(z.float())))[1]
+            codes = self.quantize(_channels_last(_project(self.project_in, z.float())))[1]
         self.usage.add(codes)
         return codes
 
     def decode(self, codes: Tensor) -> Tensor:
-        return _channels_first(self.project_out(self.values(codes)))
+        return _project(self.project_out, _channels_first(self.values(codes)))
 
     def reset_usage(self) -> None:
         self.usage.counts.zero_()
@@ -175,7 +190,7 @@ class ResidualFSQ(Bottleneck):
     def forward(self, z: Tensor) -> BottleneckOutput:
         _check_latents(z, self.dim)
         with torch.autocast(z.device.type, enabled=False):
-            residual = self.project_in(_channels_last(z.float()))
+            residual = _channels_last(_project(self.project_in, z.float()))
             mask = torch.ones(z.shape[0], len(self.stages), device=z.device)
             if self.training and self.quantizer_dropout > 0:
                 mask = quantizer_dropout_mask(z.shape[0], len(self.stages), self.quantizer_dropout, z.device)
@@ -187,7 +202,7 @@ class ResidualFSQ(Bottleneck):
                 total = total + values * stage_weight(mask, q, values)
                 codes.append(stage_codes)
                 counts.append(stage.usage.add(stage_codes))
-            out = _channels_first(self.project_out(total))
+            out = _project(self.project_out, _channels_first(total))
         stats = {
             "perplexity": torch.stack([_perplexity(c) for c in counts]).mean(),
             "usage": torch.stack([(c > 0).float().mean() for c in counts]).mean(),
@@ -212,7 +227,7 @@ class ResidualFSQ(Bottleneck):
             stage.values(stage_codes) * scale
             for stage, scale, stage_codes in zip(self.stages, self.scales, codes.unbind(1))
         )
-        return _channels_first(self.project_out(total))
+        return _project(self.project_out, _channels_first(total))
 
     def reset_usage(self) -> None:
         for stage in self.stages:
@@ -301,7 +316,7 @@ class LFQ(Bottleneck):
     def forward(self, z: Tensor) -> BottleneckOutput:
         _check_latents(z, self.dim)
         with torch.autocast(z.device.type, enabled=False):
-            x = self.project_in(_channels_last(z.float()))
+            x = _channels_last(_project(self.project_in, z.float()))
             signs = torch.where(x > 0, 1.0, -1.0)
             quantized = x + (signs - x).detach()
             commitment = F.mse_loss(x, signs)
@@ -309,7 +324,7 @@ class LFQ(Bottleneck):
             loss = self.commitment_weight * commitment + self.entropy_weight * (
                 per_sample - self.diversity * batch
             )
-            out = _channels_first(self.project_out(quantized))
+            out = _project(self.project_out, _channels_first(quantized))
         codes = self._codes(signs)
         counts = self.usage.add(codes)
         stats = {
@@ -325,13 +340,13 @@ class LFQ(Bottleneck):
     def encode(self, z: Tensor) -> Tensor:
         _check_latents(z, self.dim)
         with torch.autocast(z.device.type, enabled=False):
-            codes = self._codes(self.project_in(_channels_last(z.float())))
+            codes = self._codes(_channels_last(_project(self.project_in, z.float())))
         self.usage.add(codes)
         return codes
 
     def decode(self, codes: Tensor) -> Tensor:
         signs = ((codes[..., None] >> torch.arange(self.bits, device=codes.device)) & 1).float() * 2 - 1
-        return _channels_first(self.project_out(signs))
+        return _project(self.project_out, _channels_first(signs))
 
     def reset_usage(self) -> None:
         self.usage.counts.zero_()
