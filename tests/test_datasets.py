@@ -201,3 +201,9 @@ def test_a_damaged_dataset_is_one_error_naming_its_file(dataset, tmp_path, damag
     damage(copy)
     with pytest.raises(VQTError, match=message):
         CodesDataset(copy)
+
+
+def test_vqt_info_describes_a_dataset(dataset):
+    described = json.loads(vqt("info", dataset, "--json").stdout)
+    assert (described["kind"], described["items"], described["skipped_files"]) == ("code dataset", 40, 1)
+    assert described["codes"] == sum(CodesDataset(dataset).info(i)["length"] for i in range(40))

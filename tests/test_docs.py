@@ -176,3 +176,47 @@ def test_mkdocs_build_strict(tmp_path):
     assert result.returncode == 0, result.stderr[-5000:]
     for page in ("reference/recipe", "reference/components", "reference/cli", "quickstart/priors"):
         assert (tmp_path / "site" / page / "index.html").is_file(), page
+
+
+LINK = re.compile(r"\]\(\s*<?([^)\s>]+)")  # a Markdown link's target
+SNIPPET = re.compile(r'--8<--\s+"([^"]+)"')  # a snippet include, relative to the repository root
+PATH_IN_TEXT = re.compile(r"(?<![\w.])((?:\.\./)+[\w./-]*|/(?:work|home|tmp|root|Users|opt)/[\w./-]+)")
+
+
+def inside(path: Path) -> bool:
+    return path == ROOT or ROOT in path.parents
+
+
+def outside_the_repository(text: str, folder: Path) -> list[str]:
+    """Every link, snippet include or path in `text` (a page in `folder`) that leads out of the repository."""
+    found = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):  # a URL or an anchor
+            continue
+        path = target.split("#")[0]
+        if not inside(Path(os.path.normpath(folder / path))):  # an absolute path replaces folder
+            found.append(f"link {target}")
+    found += [f"snippet {t}" for t in SNIPPET.findall(text) if not inside(Path(os.path.normpath(ROOT / t)))]
+    found += [
+        f"path {p}" for p in PATH_IN_TEXT.findall(text) if not inside(Path(os.path.normpath(folder / p)))
+    ]
+    return found
+
+
+@pytest.mark.parametrize(
+    "page", [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))], ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_docs_do_not_lead_outside_the_repository(page):
+    assert outside_the_repository(page.read_text(), page.parent) == []
+
+
+def test_the_check_finds_links_and_paths_that_leave_the_repository():
+    text = (
+        "[data](../../../shared/DATA.md), [ok](../training.md), [site](https://x.org) and /work/corpus/a.wav"
+    )
+    assert outside_the_repository(text, DOCS / "quickstart") == [
+        "link ../../../shared/DATA.md",
+        "path ../../../shared/DATA.md",
+        "path /work/corpus/a.wav",
+    ]
+    assert outside_the_repository("[readme](../README.md) and ../docs/api.md", DOCS) == []

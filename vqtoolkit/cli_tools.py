@@ -58,18 +58,20 @@ def report(run_dir, out_dir, batches, samples, seed, device):
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def info(path, run_dir, as_json):
-    """Describe a run directory or a codes file.
+    """Describe a run directory, a codes file or a code dataset.
 
     A run: its modality, model kind, bottleneck, codebook sizes, downsampling, parameters, steps trained,
     final held-out metrics and files. A codes file: its modality, code grid, codebook sizes, the original
     size, duration or frame rate, and the hash of the model that made it; with --model, whether that run
-    is the one (decoding with another model is refused). Exits 1 when --model does not match.
+    is the one (decoding with another model is refused). Exits 1 when --model does not match. A code
+    dataset (vqt tokenize --dataset): its model, items, codes, hours of media and skipped files.
 
     \b
     Examples:
       vqt info runs/image_vqvae
       vqt info talk.codes --model runs/speech_vqvae
       vqt info runs/image_prior --json
+      vqt info runs/speech_codes
     """
     from vqtoolkit.info import format_info
     from vqtoolkit.info import info as describe

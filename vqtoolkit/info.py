@@ -26,10 +26,38 @@ def info(path: str | Path, model: str | Path | None = None) -> dict[str, Any]:
     if path.is_dir():
         if model:
             raise VQTError("--model applies to codes files, not run directories")
-        return run_info(path)
+        return dataset_info(path) if (path / "manifest.json").is_file() else run_info(path)
     if path.is_file():
         return codes_info(path, model)
     raise VQTError(f"{path}: no such run directory or codes file")
+
+
+def dataset_info(folder: Path) -> dict[str, Any]:
+    """A code dataset (`vqt tokenize DIR --dataset OUT`): its model, items, codes and skipped files."""
+    from vqtoolkit.data import REPORT, CodesDataset, read_json
+
+    dataset = CodesDataset(folder)
+    report = read_json(folder / REPORT) if (folder / REPORT).is_file() else {}
+    manifest = dataset.manifest
+    codes = sum(dataset.info(i)["length"] for i in range(dataset.items))
+    described = {
+        "path": str(folder),
+        "kind": "code dataset",
+        "modality": manifest.get("modality"),
+        "model": manifest.get("model"),
+        "model_hash": manifest.get("model_hash"),
+        "codebook_sizes": dataset.codebook_sizes,
+        "items": dataset.items,
+        "codes": codes,
+        "shards": manifest["shards"],
+    }
+    seconds = report.get("media_seconds")
+    if isinstance(seconds, (int, float)):
+        described["media_hours"] = round(seconds / 3600, 3)
+    skipped = report.get("skipped")
+    if isinstance(skipped, list):
+        described["skipped_files"] = len(skipped)
+    return described
 
 
 def run_info(run_dir: Path) -> dict[str, Any]:
