@@ -1,5 +1,5 @@
 """Codebook health at a small budget: every shipped quantized recipe cut to 100 training steps, then the
-fraction of its codes used on its held-out data (each codebook of a residual quantizer on its own).
+fraction of its codes used on its whole held-out split (each codebook of a residual quantizer on its own).
 
     python benchmarks/codebook_health.py                  # 100 steps each
     python benchmarks/codebook_health.py --steps 50 --json health.json
@@ -31,6 +31,7 @@ GOAL = 0.9
 
 def health(recipe_name: str, steps: int, folder: Path) -> dict:
     overrides = [f"train.max_steps={steps}", "train.picture_every=0", f"train.out_dir={folder / recipe_name}"]
+    overrides.append("train.eval_batches=0")  # usage over the whole held-out split, not the recipe's sample
     if recipe_name == "speech_vqvae":  # the corpus by its full path: the benchmark may run from anywhere
         have = (CORPUS / "train").is_dir()
         overrides += [

@@ -372,7 +372,8 @@ def tokenize_dataset(inputs, run_dir, dataset_dir, shard_files, nproc, device, c
         sys.exit(1)  # every rank meets the same mistake: rank 0 reports it, once
     if report is None:
         return
-    click.echo(f"wrote {report['tokenized']} items to {dataset_dir}", err=True)
+    items = report["tokenized"]
+    click.echo(f"wrote {items} item{'s' * (items != 1)} to {dataset_dir}", err=True)
     if report["skipped"]:
         skipped, report_file = len(report["skipped"]), os.path.join(dataset_dir, "report.json")
         raise VQTError(
