@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from vqtoolkit.errors import VQTError
+from vqtoolkit.media import first_line
 
 FORMAT, VERSION = "vqtoolkit.codes-dataset", 1
 MANIFEST, INDEX, REPORT = "manifest.json", "index.arrow", "report.json"
@@ -91,7 +92,7 @@ def read_arrow(path: Path, columns: dict[str, str]):
         table = pa.Table.from_batches(batches, schema=reader.schema)
         table.validate(full=True)
     except (OSError, pa.ArrowException, ValueError) as exc:
-        raise VQTError(f"{path}: not a readable code dataset file ({_first_line(exc)})") from None
+        raise VQTError(f"{path}: not a readable code dataset file ({first_line(exc)})") from None
     if len(batches) != 1:
         raise VQTError(f"{path}: holds {len(batches)} record batches; a code dataset file holds one")
     for name, kind in columns.items():
@@ -107,10 +108,6 @@ def read_arrow(path: Path, columns: dict[str, str]):
     return table, metadata
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def read_json(path: Path) -> dict:
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
@@ -119,7 +116,7 @@ def read_json(path: Path) -> dict:
     except FileNotFoundError:
         raise VQTError(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise VQTError(f"{path}: not readable JSON ({_first_line(exc)})") from None
+        raise VQTError(f"{path}: not readable JSON ({first_line(exc)})") from None
     if not isinstance(value, dict):
         raise VQTError(f"{path}: not a JSON object")
     return value
