@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from vqtoolkit.errors import VQTError
+from vqtoolkit.errors import VQTError, one_line
 from vqtoolkit.memory import fix_mmap_threshold
 
 
@@ -39,12 +39,6 @@ def error_message(exc: BaseException) -> str:
     return (
         f"internal error: {type(exc).__name__}: {first} (a bug in vqt; rerun with --debug for the traceback)"
     )
-
-
-def one_line(message: str) -> str:
-    """A message as exactly one line: newlines and other control characters (a file name may hold
-    them) are shown escaped, so that nothing can split the line or forge another `error:` line."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -16,10 +16,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from vqtoolkit import data, parallel
-from vqtoolkit.errors import VQTError
+from vqtoolkit.errors import VQTError, one_line
 from vqtoolkit.inference.tokenizer import Tokenizer
 from vqtoolkit.media import first_line
 from vqtoolkit.progress import progress
+
+SKIPS_SHOWN = 20  # skipped files named on stderr; report.json lists them all
 
 
 def plan(tokenizer: Tokenizer, files: list[Path], shard_files: int, chunk: int) -> dict:
@@ -157,15 +159,17 @@ def tokenize_corpus(
     done_files = sum(len(part) for _, part in shards) - sum(len(part) for _, part in todo)
     label = f"tokenize (rank {ranks.rank} of {ranks.world_size})" if ranks.active else "tokenize"
     total = sum(len(part) for _, part in shards)
-    bar = progress(total=total, initial=done_files, desc=label, unit="file", disable=not ranks.main or None)
+    bar = progress(total=total, initial=done_files, desc=label, unit="file", disable=not ranks.main)
     with bar:
         for number, part in todo:
             tokenize_shard(tokenizer, part, number, out / data.shard_name(number), chunk, bar)
     parallel.barrier()
-    if not ranks.main:
+    report = write_index(out, manifest) if ranks.main else None
+    parallel.barrier()  # the ranks leave together: one tearing down gloo early can abort another
+    if report is None:
         return None
-    report = write_index(out, manifest)
-    if report["skipped"]:
-        for failure in report["skipped"]:
-            print(f"skipped {failure['path']}: {failure['error']}", file=sys.stderr)
+    for failure in report["skipped"][:SKIPS_SHOWN]:
+        print(one_line(f"skipped {failure['path']}: {failure['error']}"), file=sys.stderr)
+    if len(report["skipped"]) > SKIPS_SHOWN:
+        print(f"... and {len(report['skipped']) - SKIPS_SHOWN} more in {out / data.REPORT}", file=sys.stderr)
     return report
