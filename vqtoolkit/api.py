@@ -191,13 +191,16 @@ def tokenize_dataset(
     from vqtoolkit.rundir import resolve_device
 
     ranks, device_of_rank = parallel.setup(resolve_device(device, "--device"), timedelta(days=7))
+    finished = False
     try:
         tokenizer = Tokenizer.load(model, str(device_of_rank), codebooks)
         files = tokenizer.media_files([str(path) for path in inputs])
-        return tokenize_corpus(tokenizer, files, Path(output), shard_files)
+        report = tokenize_corpus(tokenizer, files, Path(output), shard_files)
+        finished = True
+        return report
     finally:
         if ranks.active:
-            parallel.shutdown()
+            parallel.shutdown(together=finished)
 
 
 def decode(

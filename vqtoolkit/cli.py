@@ -177,11 +177,12 @@ def train(recipe, overrides, resume_dir, nproc, overwrite):
         refuse_existing_run(Path(recipe.train.out_dir))
     if nproc > 1:  # this process launches the workers (each one runs this command without --nproc)
         sys.exit(parallel.launch(nproc, "train", passed_on))
-    main_rank = parallel.current().main
+    main_rank, finished = parallel.current().main, False
     try:
         trainer = trainer_for(recipe, resume_dir, overwrite)
         try:
             results = trainer.fit()
+            finished = True
         except Interrupted as exc:  # SIGINT or SIGTERM: the trainer saved a checkpoint
             if main_rank:
                 click.echo(str(exc), err=True)
@@ -196,7 +197,7 @@ def train(recipe, overrides, resume_dir, nproc, overwrite):
             raise
         sys.exit(1)  # every rank meets the same mistake: rank 0 reports it, once
     finally:
-        parallel.shutdown()
+        parallel.shutdown(together=finished)
     if main_rank:
         click.echo(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.step, **results}, indent=2))
         echo_usage(results, trainer.model)

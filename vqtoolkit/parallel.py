@@ -68,8 +68,12 @@ def setup(device: torch.device, timeout: timedelta | None = None) -> tuple[Ranks
     return ranks, device
 
 
-def shutdown() -> None:
+def shutdown(together: bool = False) -> None:
+    """Leave the process group. `together` (when every rank finished alike): a barrier first, since a rank
+    that tears gloo down while another still finishes a collective can abort that one."""
     if dist.is_available() and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 
