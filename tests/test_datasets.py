@@ -207,3 +207,13 @@ def test_vqt_info_describes_a_dataset(dataset):
     described = json.loads(vqt("info", dataset, "--json").stdout)
     assert (described["kind"], described["items"], described["skipped_files"]) == ("code dataset", 40, 1)
     assert described["codes"] == sum(CodesDataset(dataset).info(i)["length"] for i in range(40))
+
+
+def test_a_folder_refused_under_two_processes_is_one_line_and_no_hang(corpus, tiny_speech_run, tmp_path):
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    result = run_vqt("tokenize", corpus, "--model", tiny_speech_run, "--dataset", foreign, "--nproc", "2")
+    assert result.returncode == 1 and (foreign / "todo.txt").read_text() == "mine"
+    refusal = f"error: {foreign}: exists and is not a code dataset; give an empty or new folder"
+    assert result.stderr.strip() == refusal
