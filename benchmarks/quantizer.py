@@ -19,7 +19,8 @@ The floor is the fastest exact nearest-code search we can write: one GEMM per ch
 reused block, then each chunk's row minimum (torch.min with indices), so no N x K matrix is ever held.
 The ||e||^2 bias rides in the GEMM (rows [x, 1] times [-2e, ||e||^2], laid out before the clock starts,
 which no quantizer step gets for free); it is timed at three chunk sizes (blocks of 2^20, 2^22 and
-2^24 floats) and the fastest counts. A whole training step cannot
+2^24 floats) and with the augmented codebook stored both ways round (the GEMM reads it as (D + 1) x K
+or as the transpose of K x (D + 1)), and the fastest of the six counts. A whole training step cannot
 be faster than it; a step that seems to be means the floor is wrong. The unchunked product alone
 (`gemm`) is printed beside it.
 
@@ -147,9 +148,10 @@ def speed(codebook_size: int, batch: int, warmup: int, repeats: int, device: str
     squared_norms = codebook.pow(2).sum(1)
 
     augmented = torch.cat([rows, torch.ones_like(rows[:, :1])], 1)  # [x, 1]
-    augmented_codebook = torch.cat([-2 * codebook, squared_norms[:, None]], 1).t().contiguous()
+    by_code = torch.cat([-2 * codebook, squared_norms[:, None]], 1)  # (K, D + 1)
+    layouts = {"nn": by_code.t().contiguous(), "nt": by_code.t()}  # (D + 1, K) stored either way round
 
-    def chunked_search(block_floats: int):
+    def chunked_search(block_floats: int, augmented_codebook: torch.Tensor):
         chunk = max(1, min(rows.shape[0], block_floats // codebook_size))
         block = rows.new_empty(chunk, codebook_size)
         minimum = rows.new_empty(chunk)
@@ -165,7 +167,11 @@ def speed(codebook_size: int, batch: int, warmup: int, repeats: int, device: str
 
         return search
 
-    floors = {f"floor_{exponent}": chunked_search(2**exponent) for exponent in (20, 22, 24)}
+    floors = {
+        f"floor_{exponent}_{layout}": chunked_search(2**exponent, matrix)
+        for exponent in (20, 22, 24)
+        for layout, matrix in layouts.items()
+    }
 
     @torch.no_grad()
     def gemm() -> torch.Tensor:
@@ -175,7 +181,7 @@ def speed(codebook_size: int, batch: int, warmup: int, repeats: int, device: str
     def search() -> torch.Tensor:  # our own nearest-code search alone, to see what the rest of a step costs
         return pair["ours"]._nearest(_latent_rows(latents), pair["ours"].codebook)
 
-    floor_codes = floors["floor_22"]()
+    floor_codes = floors["floor_22_nn"]()
     runs = {side: (lambda side=side, vq=vq: step(side, vq, latents)) for side, vq in pair.items()}
     runs |= {**floors, "gemm": gemm, "search": search}
     for _ in range(warmup):

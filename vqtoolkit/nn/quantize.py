@@ -20,6 +20,9 @@ from vqtoolkit.ranges import BETA, COUNT, FRACTION, NOT_NEGATIVE, POSITIVE, Rang
 # automatic chunking keeps each (rows x K) distance block below this many floats: 16 MB blocks measured
 # fastest on a CPU (larger ones fall out of cache); on a GPU fewer, larger blocks mean fewer kernel launches
 _DISTANCE_CHUNK_FLOATS = {"cpu": 2**22, "cuda": 2**26}
+# on CPU, chunks of at most this many rows: a small codebook's search is fastest with blocks that stay in
+# cache (measured: 2,048 rows at K = 512 and 1,024, 512 at K = 8,192, benchmarks/quantizer.py)
+_CHUNK_ROWS = {"cpu": 2048}
 
 
 def _distributed() -> bool:
@@ -274,7 +277,8 @@ class VectorQuantizer(Bottleneck):
             distance_rows = codebook_rows(codebook)
             num_rows = rows.shape[0]
             block_floats = _DISTANCE_CHUNK_FLOATS.get(rows.device.type, 2**22)
-            chunk_rows = max(1, min(num_rows, self.chunk_size or block_floats // codebook.shape[0]))
+            automatic = min(block_floats // codebook.shape[0], _CHUNK_ROWS.get(rows.device.type, num_rows))
+            chunk_rows = max(1, min(num_rows, self.chunk_size or automatic))
             # one distance block for every chunk; min with indices is much faster than argmin on CPU
             distances = rows.new_empty(chunk_rows, codebook.shape[0])
             nearest = rows.new_empty(chunk_rows)
