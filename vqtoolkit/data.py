@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,12 @@ import numpy as np
 import torch
 
 from vqtoolkit.errors import VQTError
+from vqtoolkit.files import atomic_write
 from vqtoolkit.media import first_line
 
 FORMAT, VERSION = "vqtoolkit.codes-dataset", 1
 MANIFEST, INDEX, REPORT = "manifest.json", "index.arrow", "report.json"
 MAX_JSON_BYTES = 64 * 2**20  # a manifest or report larger than this is not one this toolkit wrote
-CODE_TYPES = ("int16", "int32")
 
 
 def shard_name(number: int) -> str:
@@ -63,16 +62,18 @@ def arrow_type(spec: str):
 
 def write_arrow(path: Path, columns: dict[str, list], specs: dict[str, str], metadata: dict) -> None:
     """One Arrow IPC stream file of `columns` (name -> values, all of one length; `specs` gives each one's
-    type), atomically: a reader or a resumed run sees the whole file or none of it."""
+    type), through `atomic_write`: a reader or a resumed run sees the whole file or none of it."""
     pa = _arrow()
     schema = pa.schema([(name, arrow_type(specs[name])) for name in columns])
     arrays = {name: pa.array(values, type=schema.field(name).type) for name, values in columns.items()}
     table = pa.table(arrays)
     table = table.replace_schema_metadata({"vqtoolkit": json.dumps(metadata)})
-    partial = path.with_name(path.name + ".partial")
-    with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_batch(table.combine_chunks().to_batches()[0] if table.num_rows else _empty(table))
-    os.replace(partial, path)
+
+    def write(tmp: str) -> None:
+        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_batch(table.combine_chunks().to_batches()[0] if table.num_rows else _empty(table))
+
+    atomic_write(path, write)
 
 
 def _empty(table):
@@ -123,9 +124,7 @@ def read_json(path: Path) -> dict:
 
 
 def write_json(path: Path, value: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(partial, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=2) + "\n"))
 
 
 def read_manifest(folder: Path) -> dict:

@@ -180,14 +180,8 @@ def _duration(meta, media: dict) -> float | None:
     modalities = registry("modalities")
     if meta.modality not in modalities or not meta.original_shape:
         return None
-    modality = modalities.get(meta.modality)
-    if modality.time_rate is None:
-        return None
-    try:
-        rate = modality.rate(media)
-    except (KeyError, TypeError, ValueError):  # metadata the plugin cannot read: no duration, not a crash
-        return None
-    return round(meta.original_shape[0] / rate, 3) if rate > 0 else None
+    seconds = modalities.get(meta.modality).duration(media, meta.original_shape[0])
+    return round(seconds, 3) if seconds is not None else None
 
 
 def _product(values: list[int]) -> int:

@@ -71,6 +71,17 @@ class Modality:
         """Steps per second of the first grid axis for this media metadata (see `time_rate`)."""
         return float(self.time_rate(media)) if self.time_rate else 1.0
 
+    def duration(self, media: dict, steps: int) -> float | None:
+        """Seconds that `steps` steps of the first grid axis last, or None when that axis is not time or
+        the metadata gives no usable rate (metadata read from a file is untrusted: never an exception)."""
+        if self.time_rate is None:
+            return None
+        try:
+            rate = self.rate(media)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return steps / rate if rate > 0 else None
+
 
 def check_numbers(
     values: Any, limits: dict[str, tuple[type, float, float]], required: tuple[str, ...] = ()

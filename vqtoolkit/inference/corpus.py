@@ -52,6 +52,8 @@ def prepare(out: Path, manifest: dict) -> None:
                 f"{out}: holds a code dataset of other {', '.join(differs)}; give another folder (or remove "
                 "this one) to start afresh, or the same model, files and options to resume"
             )
+        for stale in out.glob(".*.tmp"):  # a killed run's half-written files (see files.atomic_write)
+            stale.unlink()
         return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise VQTError(f"{out}: exists and is not a code dataset; give an empty or new folder")
@@ -71,7 +73,8 @@ def finished(path: Path, number: int, files: list[Path]) -> bool:
 
 
 def tokenize_shard(tokenizer: Tokenizer, files: list[Path], number: int, path: Path, chunk: int, bar) -> None:
-    columns: dict[str, list] = {name: [] for name in data.shard_columns([1])}
+    specs = data.shard_columns(tokenizer.codebook_sizes())
+    columns: dict[str, list] = {name: [] for name in specs}
     failures = []
     for file in files:
         try:
@@ -86,23 +89,11 @@ def tokenize_shard(tokenizer: Tokenizer, files: list[Path], number: int, path: P
         columns["path"].append(str(file))
         columns["shape"].append(list(codes.shape))
         columns["grid"].append(meta.latent_grid)
-        columns["duration_s"].append(duration(tokenizer, meta))
+        columns["duration_s"].append(tokenizer.modality.duration(meta.media, meta.original_shape[0]))
         columns["meta"].append(json.dumps(asdict(meta)))
         bar.update(1)
-    specs = data.shard_columns(tokenizer.codebook_sizes())
     sources = [str(f) for f in files]
     data.write_arrow(path, columns, specs, {"shard": number, "sources": sources, "failures": failures})
-
-
-def duration(tokenizer: Tokenizer, meta) -> float | None:
-    """Seconds of media when the modality's first axis is time."""
-    if tokenizer.modality.time_rate is None:
-        return None
-    try:
-        rate = tokenizer.modality.rate(meta.media)
-    except (KeyError, TypeError, ValueError):
-        return None
-    return meta.original_shape[0] / rate if rate > 0 else None
 
 
 def write_index(out: Path, manifest: dict) -> dict:
