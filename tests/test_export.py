@@ -63,3 +63,30 @@ def test_speech_model_exports(tiny_speech_run, tmp_path):
     clips = torch.stack([audio[:, :20000], audio[:, 40000:60000]])  # real speech, not a multiple of 64
     codes = check_against_the_toolkit(tokenizer, tmp_path, clips)
     assert codes.shape == (2, 313)
+
+
+def test_factorized_residual_codec_exports(tmp_path):
+    """Factorized, l2-normalised residual codes (the speech codec's): the exported encoder searches each
+    quantizer's own projected lookup space, so its codes are the toolkit's."""
+    from conftest import run_vqt
+    from test_adversarial import TINY_CODEC
+
+    run_dir = tmp_path / "codec"
+    result = run_vqt(
+        "train", "recipes/speech_vqvae.yaml", *TINY_CODEC, "train.max_steps=3", "adversarial.start_step=10",
+        f"train.out_dir={run_dir}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    result = vqt("export", run_dir, "-o", tmp_path / "export")
+    assert result.returncode == 0, result.stderr
+    tokenizer = Tokenizer.load(run_dir, "cpu")
+    assert tokenizer.model.bottleneck.layers[0].project_in is not None
+    audio, _ = read_audio(ROOT / "plugins/vqt_speech/data/asterisk_small/dir-instr.g722")
+    # the Vocos decoder exports at its example shape (two clips of 10 code frames), the encoder for any
+    clips = torch.stack([audio[:, 8000:11200], audio[:, 30000:33200]])
+    codes = check_against_the_toolkit(tokenizer, tmp_path / "export", clips)
+    assert codes.shape == (2, 4, 10) and len(codes.unique()) > 1
+    longer = pad_to_multiple(audio[None, :, :20000], tokenizer.model.downsample)
+    encoder = load_exported(tmp_path / "export", "encoder")
+    with torch.no_grad():
+        assert torch.equal(encoder(longer), tokenizer.model.encode(longer))

@@ -176,3 +176,15 @@ def test_resuming_with_another_architecture_names_the_tensor(vqvae_run, tmp_path
     assert result.stderr.startswith(
         f"error: {copy / 'model.safetensors'}: tensor bottleneck.codebook is (32, 64)"
     )
+
+
+def test_warmup_is_at_most_a_tenth_of_a_run_cut_short(tmp_path):
+    """A recipe that warms up over 100 steps, cut to 20: two warm-up steps, the full rate, then the cosine
+    down towards 0 (instead of ending while the rate still climbs)."""
+    run_dir = tmp_path / "run"
+    train("image_vqvae", run_dir, "train.max_steps=20", "optim.warmup_steps=100", "optim.lr=0.001")
+    records = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    rates = [record["lr"] for record in records if "lr" in record]
+    assert rates[0] == pytest.approx(0.0005) and rates[1] == pytest.approx(0.001)
+    assert rates[-1] == pytest.approx(0.001 * 0.5 * (1 + math.cos(math.pi * 17 / 18)))
+    assert all(later <= earlier for earlier, later in zip(rates[1:], rates[2:]))

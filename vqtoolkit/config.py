@@ -66,7 +66,8 @@ class OptimConfig:
     betas: tuple[Annotated[float, BETA], Annotated[float, BETA]] = (0.9, 0.999)  # AdamW betas
     grad_clip: Annotated[float, NOT_NEGATIVE] = 1.0  # max gradient norm; 0 = off
     schedule: Literal["constant", "cosine"] = "cosine"  # cosine: decays to 0 at train.max_steps
-    warmup_steps: Annotated[int, NOT_NEGATIVE] = 0  # linear warm-up from 0 over this many steps
+    # linear warm-up from 0 over this many steps (cosine: at most a tenth of train.max_steps)
+    warmup_steps: Annotated[int, NOT_NEGATIVE] = 0
 
 
 @dataclass

@@ -31,28 +31,29 @@ MAX_STEPS = 1 << 20  # the longest latent grid axis a dynamic export accepts (70
 
 
 class MediaToCodes(nn.Module):
-    """Encoder + nearest-code lookup: media (B, C, *grid) -> codes (B, *latent_grid) or (B, Q, ...)."""
+    """Encoder + nearest-code lookup: media (B, C, *grid) -> codes (B, *latent_grid) or (B, Q, ...).
+
+    Each quantizer's own lookup space (its projection and l2 normalisation, for factorized codes) and its
+    own decode (for the residual) are used as they are; only the search is written out, as one product
+    with the codebook's [-2 e, ||e||^2] rows."""
 
     def __init__(self, model: Autoencoder):
         super().__init__()
         self.encoder = model.encoder
         self.residual = isinstance(model.bottleneck, ResidualVQ)
-        layers = model.bottleneck.layers if self.residual else [model.bottleneck]
-        for index, layer in enumerate(layers):
-            self.register_buffer(f"rows_{index}", codebook_rows(layer.codebook.detach()).contiguous())
-            self.register_buffer(f"codebook_{index}", layer.codebook.detach().float().clone())
-        self.levels = len(layers)
+        self.quantizers = nn.ModuleList(model.bottleneck.layers if self.residual else [model.bottleneck])
+        for index, layer in enumerate(self.quantizers):
+            self.register_buffer(f"rows_{index}", codebook_rows(layer._codebook().detach()).contiguous())
 
     def forward(self, media: Tensor) -> Tensor:
-        latents = self.encoder(media).float()
-        channel_last = rearrange(latents, "b d ... -> b ... d")
-        residual, codes = channel_last, []
-        for index in range(self.levels):
-            rows = torch.cat([residual, torch.ones_like(residual[..., :1])], dim=-1)
+        residual, codes = self.encoder(media).float(), []
+        for index, layer in enumerate(self.quantizers):
+            lookup = rearrange(layer._lookup_space(residual), "b d ... -> b ... d")
+            rows = torch.cat([lookup, torch.ones_like(lookup[..., :1])], dim=-1)
             level = torch.matmul(rows, getattr(self, f"rows_{index}")).min(dim=-1).indices
             codes.append(level)
             if self.residual:
-                residual = residual - nn.functional.embedding(level, getattr(self, f"codebook_{index}"))
+                residual = residual - layer.decode(level)
         return torch.stack(codes, dim=1) if self.residual else codes[0]
 
 

@@ -13,12 +13,23 @@ from vqtoolkit.config import AdversarialConfig, OptimConfig, instantiate
 from vqtoolkit.train import distributed
 
 
+def warmup_steps(optim: OptimConfig, total: int) -> int:
+    """`optim.warmup_steps`, but under a cosine schedule at most a tenth of the run: a recipe cut short
+    (train.max_steps=100 of one that warms up over 100 steps) would otherwise end while its rate still
+    climbs, never train at its full rate nor anneal, and its codebooks would not settle on the encoder's
+    last latents. A constant schedule keeps its warm-up, so that extending a run does not change its past."""
+    if optim.schedule != "cosine" or not optim.warmup_steps:
+        return optim.warmup_steps
+    return min(optim.warmup_steps, max(1, total // 10))
+
+
 def scheduled_lr(optim: OptimConfig, step: int, total: int) -> float:
-    """Linear warm-up over `optim.warmup_steps`, then constant or a cosine decay to 0 at `total`."""
-    if optim.warmup_steps and step < optim.warmup_steps:
-        return optim.lr * (step + 1) / optim.warmup_steps
+    """Linear warm-up over `warmup_steps`, then constant or a cosine decay to 0 at `total`."""
+    warmup = warmup_steps(optim, total)
+    if warmup and step < warmup:
+        return optim.lr * (step + 1) / warmup
     if optim.schedule == "cosine":
-        progress = (step - optim.warmup_steps) / max(1, total - optim.warmup_steps)
+        progress = (step - warmup) / max(1, total - warmup)
         return optim.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return optim.lr
 
