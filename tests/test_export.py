@@ -3,7 +3,8 @@
 import json
 
 import torch
-from conftest import ROOT, vqt
+from conftest import ROOT, run_vqt, vqt
+from test_adversarial import TINY_CODEC
 from vqt_image.dataset import image_dataset
 from vqt_speech.io import read_audio
 
@@ -68,9 +69,6 @@ def test_speech_model_exports(tiny_speech_run, tmp_path):
 def test_factorized_residual_codec_exports(tmp_path):
     """Factorized, l2-normalised residual codes (the speech codec's): the exported encoder searches each
     quantizer's own projected lookup space, so its codes are the toolkit's."""
-    from conftest import run_vqt
-    from test_adversarial import TINY_CODEC
-
     run_dir = tmp_path / "codec"
     result = run_vqt(
         "train", "recipes/speech_vqvae.yaml", *TINY_CODEC, "train.max_steps=3", "adversarial.start_step=10",

@@ -154,11 +154,10 @@ def tokenize_corpus(
     with bar:
         for number, part in todo:
             tokenize_shard(tokenizer, part, number, out / data.shard_name(number), chunk, bar)
-    parallel.barrier()
-    report = write_index(out, manifest) if ranks.main else None
-    parallel.barrier()  # the ranks leave together: one tearing down gloo early can abort another
-    if report is None:
+    parallel.barrier()  # every shard is written; the ranks leave together in parallel.shutdown
+    if not ranks.main:
         return None
+    report = write_index(out, manifest)
     for failure in report["skipped"][:SKIPS_SHOWN]:
         print(one_line(f"skipped {failure['path']}: {failure['error']}"), file=sys.stderr)
     if len(report["skipped"]) > SKIPS_SHOWN:
