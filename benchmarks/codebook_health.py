@@ -3,6 +3,7 @@ fraction of its codes used on its whole held-out split (each codebook of a resid
 
     python benchmarks/codebook_health.py                  # 100 steps each
     python benchmarks/codebook_health.py --steps 50 --json health.json
+    python benchmarks/codebook_health.py --recipes speech_vqvae optim.lr=1e-9   # extra recipe overrides
 
 Goal: at least 90% of the codes in use in every recipe. The speech codec recipe trains on the corpus of
 `vqt speech-corpus data/speech` when it is there, else on the shipped prompts.
@@ -29,7 +30,7 @@ RECIPES = ("image_vqvae", "video_vqvae", "speech_vqvae_paper", "speech_vqvae")
 GOAL = 0.9
 
 
-def health(recipe_name: str, steps: int, folder: Path) -> dict:
+def health(recipe_name: str, steps: int, folder: Path, extra: list[str]) -> dict:
     overrides = [f"train.max_steps={steps}", "train.picture_every=0", f"train.out_dir={folder / recipe_name}"]
     overrides.append("train.eval_batches=0")  # usage over the whole held-out split, not the recipe's sample
     if recipe_name == "speech_vqvae":  # the corpus by its full path: the benchmark may run from anywhere
@@ -39,7 +40,7 @@ def health(recipe_name: str, steps: int, folder: Path) -> dict:
             f"data.eval_path={CORPUS / 'test' if have else ''}",
         ]
     started = time.perf_counter()
-    results = Trainer(load_recipe(ROOT / "recipes" / f"{recipe_name}.yaml", overrides)).fit()
+    results = Trainer(load_recipe(ROOT / "recipes" / f"{recipe_name}.yaml", overrides + extra)).fit()
     stages = sorted(k for k in results if k.startswith("codebook_used_fraction/"))
     return {
         "recipe": recipe_name,
@@ -59,12 +60,13 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("overrides", nargs="*", help="recipe overrides for every recipe, e.g. optim.lr=1e-9")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.recipes.split(","):
             print(f"{name}: {args.steps} steps", file=sys.stderr, flush=True)
-            rows.append(health(name, args.steps, Path(tmp)))
+            rows.append(health(name, args.steps, Path(tmp), args.overrides))
     print("| recipe | steps | codes used (held out) | least-used codebook | perplexity | held-out examples |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
@@ -76,7 +78,8 @@ def main() -> int:
     print(f"codebook health at {args.steps} steps: least {least}; "
           f"goal >= {GOAL:.0%} {verdict} ({torch.get_num_threads()} threads)")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "machine": machine()}, indent=2))
+        described = {"rows": rows, "overrides": args.overrides, "machine": machine()}
+        Path(args.json).write_text(json.dumps(described, indent=2))
     return 0
 
 
