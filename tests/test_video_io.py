@@ -12,8 +12,16 @@ import pytest
 import torch
 from einops import rearrange
 from vqt_speech.io import read_audio
-from vqt_video.dataset import SAMPLE_FILE, video_dataset
-from vqt_video.io import VIDEO_EXTENSIONS, VideoWriter, read_video, stream_video, video_info, write_video
+from vqt_video.dataset import SAMPLE_FILE, SAMPLE_FILES, video_dataset
+from vqt_video.io import (
+    VIDEO_EXTENSIONS,
+    VideoWriter,
+    read_video,
+    read_video_uint8,
+    stream_video,
+    video_info,
+    write_video,
+)
 
 from vqtoolkit.errors import VQTError
 
@@ -230,8 +238,14 @@ def test_bad_files_raise_one_line_naming_the_file(tmp_path, kind, problem):
 def test_shipped_clip_dataset():
     info = video_info(SAMPLE_FILE)
     assert info["has_audio"] and (info["height"], info["width"]) == (64, 64) and info["frames"] == 132
+    frames = [video_info(file)["frames"] for file in SAMPLE_FILES]
+    assert frames == [132, 795, 68]  # Big Buck Bunny, OpenCV's pedestrians and tree
     train, test = video_dataset("", "train", 3), video_dataset("", "test", 3)
-    assert len(train) == 13 and len(test) == 3  # frames 0-105 and 106-131, 8 at a time
+    # each file's first 80% is train and its last 20% test, 8 frames at a time: 106 + 636 + 54 frames, then
+    # 26 + 159 + 14
+    assert len(train) == 13 + 79 + 6 and len(test) == 3 + 19 + 1
+    whole, _ = read_video_uint8(SAMPLE_FILES[1], [64, 64], 0.0)
+    assert torch.equal(test[3], whole[:, 636:644].float() / 255)  # the pedestrians' first held-out clip
     item = train[0]
     assert item.shape == (3, 8, 64, 64) and item.dtype == torch.float32 and 0 <= item.min() <= item.max() <= 1
     assert len(video_dataset("", "train", 3, frames=4, size=[32, 32], hop=2)[0].shape) == 4

@@ -2,7 +2,8 @@
 
 Splits are by file, deterministically, over the sorted file list: every 10th file (index % 10 == 9) is
 "test" and the rest "train"; with 2 to 9 files the last file is "test". A single file keeps its first 80%
-of frames for "train" and its last 20% for "test" (so overlapping clips never straddle the two). Every
+of frames for "train" and its last 20% for "test" (so overlapping clips never straddle the two), and so
+does each file of the shipped sample (`path` ""), so that its held-out split has every scene in it. Every
 file of the split is decoded once, at construction, into memory as uint8 (RGB, at `size` and `fps`);
 items are the clips tiling each file, converted to float32 in [0, 1] on access.
 """
@@ -19,7 +20,14 @@ from vqt_video.io import VIDEO_EXTENSIONS, read_video_uint8
 from vqtoolkit.errors import VQTError
 from vqtoolkit.media import is_held_out, media_files
 
-SAMPLE_FILE = Path(__file__).resolve().parent / "data" / "bigbuckbunny" / "bigbuckbunny_64.mp4"
+SAMPLE_FOLDER = Path(__file__).resolve().parent / "data"
+SAMPLE_FILE = SAMPLE_FOLDER / "bigbuckbunny" / "bigbuckbunny_64.mp4"
+# the shipped sample: Big Buck Bunny (animation, 25 fps), OpenCV's pedestrians (10 fps) and tree (15 fps)
+SAMPLE_FILES = (
+    SAMPLE_FILE,
+    SAMPLE_FOLDER / "opencv" / "vtest_64.mp4",
+    SAMPLE_FOLDER / "opencv" / "tree_64.mp4",
+)
 PROGRESS_ABOVE = 20  # show a progress bar when decoding more files than this
 TEST_FRACTION = 0.2  # of a single file's frames
 
@@ -55,7 +63,7 @@ def video_dataset(
     fps: float = 0.0,  # frame rate every file is resampled to (dropping/repeating frames); 0 = the file's own
     hop: int = 0,  # frames between clip starts; 0 = `frames` (no overlap)
 ) -> VideoDataset:
-    """The video dataset of a recipe's `data` section; `path` "" is the shipped Big Buck Bunny clip."""
+    """The video dataset of a recipe's `data` section; `path` "" is the shipped sample (SAMPLE_FILES)."""
     if split not in ("train", "test"):
         raise VQTError(f"split must be 'train' or 'test', got {split!r}")
     if channels != 3:
@@ -65,11 +73,9 @@ def video_dataset(
     for name, value, least in (("frames", frames, 1), ("fps", fps, 0), ("hop", hop, 0)):
         if value < least:
             raise VQTError(f"data.{name} must be at least {least}, got {value}")
-    files = video_files(Path(path).expanduser() if path else SAMPLE_FILE)
-    if len(files) == 1:
-        video, _ = read_video_uint8(files[0], size, fps)
-        cut = video.shape[1] - round(video.shape[1] * TEST_FRACTION)
-        videos = [video[:, cut:] if split == "test" else video[:, :cut]]
+    files = video_files(Path(path).expanduser()) if path else list(SAMPLE_FILES)
+    if len(files) == 1 or not path:
+        videos = [_frames_of_split(read_video_uint8(file, size, fps)[0], split) for file in files]
     else:
         chosen = [
             file for index, file in enumerate(files) if is_held_out(index, len(files)) == (split == "test")
@@ -82,12 +88,18 @@ def video_dataset(
     dataset = VideoDataset(videos, frames, hop or frames)
     if len(dataset) == 0:
         longest = max(video.shape[1] for video in videos)
-        where = files[0] if len(files) == 1 else Path(path).expanduser()
+        where = SAMPLE_FOLDER if not path else files[0] if len(files) == 1 else Path(path).expanduser()
         raise VQTError(
             f"{where}: no clip of data.frames={frames} fits the {split} split (its longest video has "
             f"{longest} frames)"
         )
     return dataset
+
+
+def _frames_of_split(video: Tensor, split: str) -> Tensor:
+    """A file's first 80% of frames for "train", its last 20% for "test"."""
+    cut = video.shape[1] - round(video.shape[1] * TEST_FRACTION)
+    return video[:, cut:] if split == "test" else video[:, :cut]
 
 
 def _check_uniform_size(videos: list[Tensor], files: list[Path]) -> None:

