@@ -1,6 +1,6 @@
 """Video tokenizer speed and quality: frames per second for PyAV decoding alone, the model's forward
 pass alone and `vqt tokenize` end to end (which overlaps the two), interleaved and repeated; and the
-reconstruction PSNR/SSIM of the trained model on the held-out end of the clip.
+reconstruction PSNR/SSIM of the trained model on the held-out end of each sample clip.
 
     python benchmarks/video.py                       # train the recipe's budget, then measure
     python benchmarks/video.py --model runs/video     # measure an existing run

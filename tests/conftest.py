@@ -232,5 +232,5 @@ def tiny_speech_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_video_run(tmp_path_factory) -> Path:
-    """A small video VQ-VAE trained once on the shipped Big Buck Bunny clip (modules may override it)."""
+    """A small video VQ-VAE trained once on the shipped video sample (modules may override it)."""
     return train_tiny("video", tmp_path_factory.mktemp("tiny_video") / "run")
