@@ -16,7 +16,7 @@ import vqtoolkit
 from vqtoolkit.config import Recipe
 from vqtoolkit.model import Autoencoder, build_model
 from vqtoolkit.nn.base import Bottleneck, BottleneckOutput
-from vqtoolkit.nn.quantize import _perplexity, staged_usage, usage_from_counts
+from vqtoolkit.nn.quantize import _perplexity, run_decay, staged_usage, usage_from_counts
 
 PEER = "vector-quantize-pytorch"
 
@@ -66,6 +66,12 @@ class PeerBottleneck(Bottleneck):
 
     def codebook_sizes(self) -> list[int]:
         return list(self.sizes)
+
+    def fit_to_run(self, steps: int) -> None:
+        """The peer's EMA codebooks get the decay ours get for a run this long."""
+        for module in self.peer.modules():
+            if hasattr(module, "embed_avg"):  # an EMA codebook (EuclideanCodebook, CosineSimCodebook)
+                module.decay = run_decay(module.decay, steps)
 
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
         """(quantized, codes (b, n, q), loss, each stage's code counts), the counts added to the usage."""

@@ -249,4 +249,4 @@ def test_codebook_collapse_is_warned_about_in_the_log_and_on_stderr(tmp_path, on
     expected = f"codebook collapse: {usage:.1%} of codes used at step 10, under 5% for the last 10 steps"
     assert usage < 0.05 and warned[0]["warning"] == expected
     assert result.stderr.count("warning: codebook collapse") == 1  # said once, not at every log step
-    assert "usage=0.02!" in result.stderr
+    assert re.search(r"usage=0\.0[0-4]!", result.stderr)  # the progress bar marks the low usage

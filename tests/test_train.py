@@ -191,3 +191,27 @@ def test_warmup_is_at_most_a_tenth_of_a_run_cut_short(tmp_path):
     assert rates[0] == pytest.approx(0.0005) and rates[1] == pytest.approx(0.001)
     assert rates[-1] == pytest.approx(0.001 * 0.5 * (1 + math.cos(math.pi * 17 / 18)))
     assert all(later <= earlier for earlier, later in zip(rates[1:], rates[2:]))
+
+
+def test_codebook_ema_follows_a_short_run(tmp_path):
+    """Under a cosine schedule the codebook EMA averages over at most a fifth of the run (decay at least
+    0.8), in every stage of a residual quantizer; a long run and a constant schedule keep the recipe's."""
+    from vqtoolkit.config import load_recipe
+    from vqtoolkit.train.loop import Trainer
+
+    def decays(recipe_name: str, *overrides: str) -> list[float]:
+        recipe = load_recipe(
+            ROOT / "recipes" / f"{recipe_name}.yaml", [f"train.out_dir={tmp_path}", *overrides]
+        )
+        modules = Trainer(recipe, overwrite=True).model.bottleneck.modules()
+        return [round(module.decay, 6) for module in modules if hasattr(module, "decay")]
+
+    assert decays("image_vqvae", "train.max_steps=100") == [0.95]
+    assert decays("image_vqvae", "train.max_steps=10") == [0.8]
+    assert (
+        decays("image_vqvae", "train.max_steps=600")
+        == decays("image_vqvae", "train.max_steps=100000")
+        == [0.99]
+    )
+    assert decays("image_vqvae", "train.max_steps=10", "optim.schedule=constant") == [0.99]
+    assert decays("speech_vqvae", "train.max_steps=50", "data.path=", "data.eval_path=") == [0.9] * 4

@@ -32,3 +32,8 @@ class Bottleneck(torch.nn.Module):
 
     def codebook_sizes(self) -> list[int]:
         return []
+
+    def fit_to_run(self, steps: int) -> None:
+        """Told, before training, how many steps a run whose length is fixed in advance (a cosine
+        schedule) will take: a bottleneck that averages statistics over steps may shorten its averages
+        for a short run. Nothing by default."""

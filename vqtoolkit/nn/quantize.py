@@ -23,6 +23,17 @@ _DISTANCE_CHUNK_FLOATS = {"cpu": 2**22, "cuda": 2**26}
 # on CPU, chunks of at most this many rows: a small codebook's search is fastest with blocks that stay in
 # cache (measured: 2,048 rows at K = 512 and 1,024, 512 at K = 8,192, benchmarks/quantizer.py)
 _CHUNK_ROWS = {"cpu": 2048}
+# under a run of fixed length, the codebook EMA's horizon 1 / (1 - decay) is at most the run's length over
+# EMA_RUN_PARTS, and its decay at least MIN_DECAY (see run_decay)
+EMA_RUN_PARTS, MIN_DECAY = 5, 0.8
+
+
+def run_decay(decay: float, steps: int) -> float:
+    """An EMA codebook's `decay` for a run of `steps` steps. The EMA averages over about 1 / (1 - decay)
+    steps (100 at 0.99): over a whole short run it could not follow the encoder's moving latents, and the
+    codes that lag behind go unused on new data. So it averages over at most a fifth of the run, and over
+    5 steps at the least."""
+    return min(decay, max(MIN_DECAY, 1 - EMA_RUN_PARTS / steps))
 
 
 def _distributed() -> bool:
@@ -178,7 +189,7 @@ class VectorQuantizer(Bottleneck):
         codebook_size: number of codes K.
         beta: weight of the commitment loss ||z_e - sg[e]||^2.
         ema: update the codebook by exponential moving averages instead of the VQ loss gradient.
-        decay: EMA decay gamma.
+        decay: EMA decay gamma; the trainer lowers it for a short run (see `fit_to_run`).
         eps: Laplace smoothing of the EMA counts, so no code divides by zero.
         kmeans_init: set the codebook by k-means on the first training batch.
         kmeans_iters: Lloyd iterations for the k-means init.
@@ -268,6 +279,9 @@ class VectorQuantizer(Bottleneck):
 
     def codebook_sizes(self) -> list[int]:
         return [self.codebook_size]
+
+    def fit_to_run(self, steps: int) -> None:
+        self.decay = run_decay(self.decay, steps)
 
     # --- nearest neighbour -------------------------------------------------------------------------------
 

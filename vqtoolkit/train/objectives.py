@@ -14,6 +14,7 @@ import torch
 
 from vqtoolkit.config import Recipe
 from vqtoolkit.model import Autoencoder, build_model
+from vqtoolkit.nn.base import Bottleneck
 from vqtoolkit.plugins import registry
 from vqtoolkit.train.adversary import Adversary
 from vqtoolkit.train.data import eval_loader, make_dataset
@@ -31,6 +32,10 @@ class AutoencoderObjective:
         self.train_set = make_dataset(recipe, self.modality, "train")
         self.eval_set = make_dataset(recipe, self.modality, "test") if ranks.main else None
         self.model: Autoencoder = (model or build_model(recipe)).to(device)
+        if recipe.optim.schedule == "cosine":  # a run whose length is part of its definition
+            for module in self.model.modules():
+                if isinstance(module, Bottleneck):
+                    module.fit_to_run(recipe.train.max_steps)
         if recipe.train.channels_last and self.modality.rank in (2, 3):
             fmt = torch.channels_last if self.modality.rank == 2 else torch.channels_last_3d
             self.model = self.model.to(memory_format=fmt)
