@@ -22,6 +22,7 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from av.video.reformatter import VideoReformatter
 from einops import rearrange
 from torch import Tensor
 
@@ -100,9 +101,14 @@ def _timed_frames(path: Path, size: list[int]) -> Iterator[tuple[float, float, n
         stream.thread_type = "AUTO"
         source_fps = _stream_fps(stream)
         height, width = (int(side) for side in size) if size else (None, None)
+        # one converter for the whole file: each frame's own would set its conversion up anew (5x slower)
+        reformatter = VideoReformatter()
         for index, frame in enumerate(container.decode(stream)):
             height, width = height or frame.height, width or frame.width
-            image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+            rgb = reformatter.reformat(
+                frame, format="rgb24", width=width, height=height, interpolation="BILINEAR"
+            )
+            image = rgb.to_ndarray()
             time = frame.time if frame.time is not None else index / source_fps
             yield source_fps, time, image
 
