@@ -106,7 +106,11 @@ def vqt(*args: str) -> subprocess.CompletedProcess:
 
     if "report" not in cli.commands:  # the plugins' commands, as `vqt` itself adds them
         register_commands(cli)
-    result = CliRunner().invoke(cli, [str(a) for a in args])
+    # `vqt --threads N` exports VQT_THREADS for its worker processes; the runner puts it back afterwards, so
+    # that it does not reach the subprocesses of later tests (it outranks their OMP_NUM_THREADS)
+    result = CliRunner().invoke(
+        cli, [str(a) for a in args], env={"VQT_THREADS": os.environ.get("VQT_THREADS")}
+    )
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     completed = subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
