@@ -129,8 +129,10 @@ def test_video_prior_samples_video(tmp_path):
 
 def test_prior_trains_data_parallel_like_one_process(tiny_image_run, tmp_path):
     # one torch thread in both runs: Adam turns the rounding of another thread count into visible steps
-    constant = ["optim.schedule=constant", "optim.warmup_steps=0", "train.max_steps=4", "train.device=cpu"]
-    constant.append("train.threads=1")
+    constant = [
+        "optim.schedule=constant", "optim.warmup_steps=0", "train.max_steps=4", "train.device=cpu",
+        "train.threads=1",
+    ]  # fmt: skip
     one = train_prior("image", tiny_image_run, tmp_path / "one", *constant)
     overrides = [f"tokenizer={tiny_image_run}", f"train.out_dir={tmp_path / 'two'}", *TINY_PRIOR, *constant]
     result = run_vqt(
