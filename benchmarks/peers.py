@@ -67,11 +67,14 @@ class PeerBottleneck(Bottleneck):
     def codebook_sizes(self) -> list[int]:
         return list(self.sizes)
 
-    def fit_to_run(self, steps: int) -> None:
+    def fit_to_run(self, steps: int) -> dict[str, float]:
         """The peer's EMA codebooks get the decay ours get for a run this long."""
+        changed = {}
         for module in self.peer.modules():
             if hasattr(module, "embed_avg"):  # an EMA codebook (EuclideanCodebook, CosineSimCodebook)
-                module.decay = run_decay(module.decay, steps)
+                decay, module.decay = module.decay, run_decay(module.decay, steps)
+                changed |= {"decay": module.decay} if module.decay != decay else {}
+        return changed
 
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
         """(quantized, codes (b, n, q), loss, each stage's code counts), the counts added to the usage."""

@@ -19,6 +19,7 @@ def test_run_directory(tiny_image_run):
     assert described["bottleneck"]["name"] == "vq" and described["bottleneck"]["codebook_size"] == 32
     assert described["parameters"] == sum(p.numel() for p in model.parameters())
     assert described["steps_trained"] == 20
+    assert described["fitted_to_run"] == {"decay": 0.8}  # the recipe's 0.99, as trained for 20 steps
     last_eval = [json.loads(line) for line in (tiny_image_run / "metrics.jsonl").read_text().splitlines()][-1]
     assert described["final_metrics"] == {k: v for k, v in last_eval.items() if k != "split"}
     model_size = (tiny_image_run / "model.safetensors").stat().st_size

@@ -35,6 +35,8 @@ def test_image_run_report(tiny_image_run, tmp_path):
     final = [r for r in read_metrics(tiny_image_run / METRICS_FILE) if r["split"] == "eval"][-1]
     assert f"| psnr | {final['psnr']:.4g} |" in text and "| codebook_perplexity |" in text
     assert "- **steps trained**: 20" in text and "- **downsampling**: 4 x 4" in text
+    bottleneck = next(line for line in text.splitlines() if line.startswith("- **bottleneck**"))
+    assert "decay=0.99" in bottleneck and "trained at decay=0.8 (fitted to the run's 20 steps)" in bottleneck
     assert "codebook_size: 32" in text  # the recipe itself, at the end
 
 

@@ -12,6 +12,7 @@ from vqtoolkit.rundir import (
     METRICS_FILE,
     MODEL_FILE,
     file_hash,
+    fitted_to_run,
     read_metadata,
     read_metrics,
 )
@@ -65,7 +66,8 @@ def run_info(run_dir: Path) -> dict[str, Any]:
 
     if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / MODEL_FILE).is_file():
         raise VQTError(f"{run_dir}: not a vqt run directory (needs {CONFIG_FILE} and {MODEL_FILE})")
-    step = read_metadata(run_dir / MODEL_FILE).get("step")
+    metadata = read_metadata(run_dir / MODEL_FILE)
+    step = metadata.get("step")
     described: dict[str, Any] = {"path": str(run_dir)}
     if is_prior_run(run_dir):
         described.update(prior_run_info(run_dir))
@@ -84,6 +86,7 @@ def run_info(run_dir: Path) -> dict[str, Any]:
                 "decoder": recipe.model.decoder.name or "(modality default)",
                 "latent_dim": recipe.model.latent_dim,
                 "bottleneck": {"name": name, **bottleneck},
+                "fitted_to_run": fitted_to_run(metadata),
                 "codebook_sizes": model.bottleneck.codebook_sizes(),
                 "downsampling": list(model.downsample),
                 "parameters": sum(p.numel() for p in model.parameters()),

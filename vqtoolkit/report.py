@@ -16,7 +16,14 @@ from einops import rearrange
 from vqtoolkit.config import Recipe, to_dict
 from vqtoolkit.errors import VQTError
 from vqtoolkit.modality import Modality
-from vqtoolkit.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE, read_metadata, read_metrics
+from vqtoolkit.rundir import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    fitted_to_run,
+    read_metadata,
+    read_metrics,
+)
 
 MATPLOTLIB_MISSING = "vqt report needs matplotlib: pip install 'vqtoolkit[report]'"
 DPI = 80
@@ -334,9 +341,15 @@ def write_report(
 
 def markdown(run_dir: Path, made: dict, records: list[dict], prior: bool) -> str:
     recipe: Recipe = made["recipe"]
-    step = read_metadata(run_dir / MODEL_FILE).get("step", "?")
+    metadata = read_metadata(run_dir / MODEL_FILE)
+    step = metadata.get("step", "?")
     lines = [f"# Run report: `{run_dir.name}`", ""]
-    lines += [f"- **{key}**: {value}" for key, value in summary(recipe, made, prior, step).items()]
+    facts = summary(recipe, made, prior, step)
+    fitted = fitted_to_run(metadata)
+    if fitted and "bottleneck" in facts:
+        settings = describe({key: number(value) for key, value in fitted.items()})
+        facts["bottleneck"] += f"; trained at {settings} (fitted to the run's {recipe.train.max_steps} steps)"
+    lines += [f"- **{key}**: {value}" for key, value in facts.items()]
     final = next((r for r in reversed(records) if r.get("split") == "eval"), None)
     if final:
         lines += ["", "## Held-out metrics", "", "| metric | value |", "|---|---|"]

@@ -204,6 +204,18 @@ def load_state(path: Path, optimizers: Optimizers, modules: dict[str, torch.nn.M
     return meta
 
 
+def fitted_to_run(metadata: dict[str, str]) -> dict[str, float]:
+    """The bottleneck settings the trainer changed for the run's length (see Bottleneck.fit_to_run), as the
+    model file records them; {} when it records none or something that is not a map of numbers."""
+    try:
+        fitted = json.loads(metadata.get("fitted_to_run", "{}"))
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(fitted, dict):
+        return {}
+    return {str(k): v for k, v in fitted.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     """The metadata of a safetensors file, reading its header only."""
     try:

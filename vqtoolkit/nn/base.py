@@ -33,7 +33,9 @@ class Bottleneck(torch.nn.Module):
     def codebook_sizes(self) -> list[int]:
         return []
 
-    def fit_to_run(self, steps: int) -> None:
+    def fit_to_run(self, steps: int) -> dict[str, float]:
         """Told, before training, how many steps a run whose length is fixed in advance (a cosine
         schedule) will take: a bottleneck that averages statistics over steps may shorten its averages
-        for a short run. Nothing by default."""
+        for a short run. Returns the settings it changed, by name and new value (the run's report shows
+        them beside the recipe's); nothing by default."""
+        return {}

@@ -280,8 +280,9 @@ class VectorQuantizer(Bottleneck):
     def codebook_sizes(self) -> list[int]:
         return [self.codebook_size]
 
-    def fit_to_run(self, steps: int) -> None:
-        self.decay = run_decay(self.decay, steps)
+    def fit_to_run(self, steps: int) -> dict[str, float]:
+        decay, self.decay = self.decay, run_decay(self.decay, steps)
+        return {"decay": self.decay} if self.decay != decay else {}
 
     # --- nearest neighbour -------------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ checkpoints and the progress bar. An objective owns its model, its data and its 
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from vqtoolkit.config import Recipe
@@ -32,10 +34,11 @@ class AutoencoderObjective:
         self.train_set = make_dataset(recipe, self.modality, "train")
         self.eval_set = make_dataset(recipe, self.modality, "test") if ranks.main else None
         self.model: Autoencoder = (model or build_model(recipe)).to(device)
+        self.fitted: dict[str, float] = {}  # bottleneck settings changed for the run's length
         if recipe.optim.schedule == "cosine":  # a run whose length is part of its definition
             for module in self.model.modules():
                 if isinstance(module, Bottleneck):
-                    module.fit_to_run(recipe.train.max_steps)
+                    self.fitted |= module.fit_to_run(recipe.train.max_steps)
         if recipe.train.channels_last and self.modality.rank in (2, 3):
             fmt = torch.channels_last if self.modality.rank == 2 else torch.channels_last_3d
             self.model = self.model.to(memory_format=fmt)
@@ -49,7 +52,8 @@ class AutoencoderObjective:
     # --- what the trainer saves ------------------------------------------------------------------------
 
     def model_meta(self) -> dict[str, str]:
-        return {"modality": self.modality.name}
+        fitted = {"fitted_to_run": json.dumps(self.fitted)} if self.fitted else {}
+        return {"modality": self.modality.name, **fitted}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Optimizers the objective steps itself, beside the trainer's own (a discriminator's)."""
