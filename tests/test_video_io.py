@@ -253,6 +253,30 @@ def test_shipped_clip_dataset():
         video_dataset("", "train", 1)
 
 
+def test_file_split_by_frames_is_decoded_once_for_both_splits(monkeypatch):
+    import gc
+
+    import vqt_video.dataset as dataset_module
+
+    decoded = []
+
+    def counting(file, size, fps):
+        decoded.append((Path(file).name, tuple(size)))
+        return read_video_uint8(file, size, fps)
+
+    monkeypatch.setattr(dataset_module, "read_video_uint8", counting)
+    train, test = video_dataset("", "train", 3), video_dataset("", "test", 3)
+    assert sorted(decoded) == sorted((file.name, (64, 64)) for file in SAMPLE_FILES)
+    whole, _ = read_video_uint8(SAMPLE_FILES[0], [64, 64], 0.0)
+    assert torch.equal(test[0], whole[:, 106:114].float() / 255) and torch.equal(train[0], whole[:, :8] / 255)
+    video_dataset("", "test", 3, size=[32, 32])  # another size: decoded anew
+    assert len(decoded) == 2 * len(SAMPLE_FILES)
+    del train, test
+    gc.collect()
+    video_dataset("", "train", 3)  # nothing holds the decoded videos now: nothing kept after the datasets
+    assert len(decoded) == 3 * len(SAMPLE_FILES)
+
+
 def test_folder_dataset_splits_and_errors(tmp_path):
     for name in ("a.mp4", "b.mkv", "sub/c.mp4"):
         (tmp_path / name).parent.mkdir(exist_ok=True)

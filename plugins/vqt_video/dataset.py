@@ -5,11 +5,13 @@ Splits are by file, deterministically, over the sorted file list: every 10th fil
 of frames for "train" and its last 20% for "test" (so overlapping clips never straddle the two), and so
 does each file of the shipped sample (`path` ""), so that its held-out split has every scene in it. Every
 file of the split is decoded once, at construction, into memory as uint8 (RGB, at `size` and `fps`);
-items are the clips tiling each file, converted to float32 in [0, 1] on access.
+items are the clips tiling each file, converted to float32 in [0, 1] on access. A file split by frames
+is decoded once for both splits while either dataset holds it.
 """
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from torch import Tensor
@@ -30,6 +32,8 @@ SAMPLE_FILES = (
 )
 PROGRESS_ABOVE = 20  # show a progress bar when decoding more files than this
 TEST_FRACTION = 0.2  # of a single file's frames
+# decoded files split by frames, kept while a dataset holds them: (path, mtime, size, fps) -> video
+_DECODED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 class VideoDataset(Dataset):
@@ -75,7 +79,7 @@ def video_dataset(
             raise VQTError(f"data.{name} must be at least {least}, got {value}")
     files = video_files(Path(path).expanduser()) if path else list(SAMPLE_FILES)
     if len(files) == 1 or not path:
-        videos = [_frames_of_split(read_video_uint8(file, size, fps)[0], split) for file in files]
+        videos = [_frames_of_split(_decoded_once(file, size, fps), split) for file in files]
     else:
         chosen = [
             file for index, file in enumerate(files) if is_held_out(index, len(files)) == (split == "test")
@@ -94,6 +98,18 @@ def video_dataset(
             f"{longest} frames)"
         )
     return dataset
+
+
+def _decoded_once(file: Path, size: list[int], fps: float) -> Tensor:
+    """The file's uint8 video, decoded by an earlier call if a dataset still holds that one."""
+    try:
+        key = (str(file.resolve()), file.stat().st_mtime_ns, tuple(size), fps)
+    except OSError:  # read_video_uint8 says what is wrong with it
+        return read_video_uint8(file, size, fps)[0]
+    video = _DECODED.get(key)
+    if video is None:
+        video = _DECODED[key] = read_video_uint8(file, size, fps)[0]
+    return video
 
 
 def _frames_of_split(video: Tensor, split: str) -> Tensor:
