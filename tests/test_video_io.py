@@ -286,6 +286,17 @@ def test_folder_dataset_splits_and_errors(tmp_path):
     test = video_dataset(str(tmp_path), "test", 3, frames=4, size=[16, 16], hop=3)
     assert len(train) == 2 * 2 and len(test) == 3  # a, b: 2 clips each; sub/c (last): starts 0, 3, 6
     assert test[2].shape == (3, 4, 16, 16)
+    # by frames: every file's first 8 frames train (4 clips of 2), its last 2 test (1 clip)
+    by_frames = {split: video_dataset(str(tmp_path), split, 3, frames=2, size=[16, 16], split_by="frames")
+                 for split in ("train", "test")}  # fmt: skip
+    assert len(by_frames["train"]) == 3 * 4 and len(by_frames["test"]) == 3
+    whole, _ = read_video_uint8(tmp_path / "b.mkv", [16, 16], 0.0)
+    assert torch.equal(by_frames["test"][1], whole[:, 8:10].float() / 255)
+    assert len(video_dataset("", "test", 3, split_by="files")) == 68 // 8  # the sample's last file, tree
+    with pytest.raises(VQTError, match=r"a.mp4: data.split_by=files needs 2 or more files"):
+        video_dataset(str(tmp_path / "a.mp4"), "train", 3, split_by="files")
+    with pytest.raises(VQTError, match="data.split_by must be 'auto', 'files' or 'frames', got 'scenes'"):
+        video_dataset(str(tmp_path), "train", 3, split_by="scenes")
     with pytest.raises(VQTError, match="no clip of data.frames=11"):
         video_dataset(str(tmp_path), "train", 3, frames=11)
     (tmp_path / "empty").mkdir()

@@ -1,9 +1,10 @@
 """Video datasets: fixed-length clips cut from a folder of video files or a single file.
 
-Splits are by file, deterministically, over the sorted file list: every 10th file (index % 10 == 9) is
-"test" and the rest "train"; with 2 to 9 files the last file is "test". A single file keeps its first 80%
-of frames for "train" and its last 20% for "test" (so overlapping clips never straddle the two), and so
-does each file of the shipped sample (`path` ""), so that its held-out split has every scene in it. Every
+Splits (`split_by`) are by file or by frames. By file, deterministically over the sorted file list: every
+10th file (index % 10 == 9) is "test" and the rest "train"; with 2 to 9 files the last file is "test". By
+frames, each file keeps its first 80% of frames for "train" and its last 20% for "test" (so overlapping
+clips never straddle the two), so that the held-out split has every scene in it. The default ("auto")
+splits a folder by file, and a single file or the shipped sample (`path` "") by frames. Every
 file of the split is decoded once, at construction, into memory as uint8 (RGB, at `size` and `fps`);
 items are the clips tiling each file, converted to float32 in [0, 1] on access. A file split by frames
 is decoded once for both splits while either dataset holds it.
@@ -66,6 +67,7 @@ def video_dataset(
     size: list[int] = (64, 64),  # [height, width] every frame is resized to; empty keeps the native size
     fps: float = 0.0,  # frame rate every file is resampled to (dropping/repeating frames); 0 = the file's own
     hop: int = 0,  # frames between clip starts; 0 = `frames` (no overlap)
+    split_by: str = "auto",  # "files", "frames" (each file's last 20% held out) or "auto" (see above)
 ) -> VideoDataset:
     """The video dataset of a recipe's `data` section; `path` "" is the shipped sample (SAMPLE_FILES)."""
     if split not in ("train", "test"):
@@ -77,8 +79,12 @@ def video_dataset(
     for name, value, least in (("frames", frames, 1), ("fps", fps, 0), ("hop", hop, 0)):
         if value < least:
             raise VQTError(f"data.{name} must be at least {least}, got {value}")
+    if split_by not in ("auto", "files", "frames"):
+        raise VQTError(f"data.split_by must be 'auto', 'files' or 'frames', got {split_by!r}")
     files = video_files(Path(path).expanduser()) if path else list(SAMPLE_FILES)
-    if len(files) == 1 or not path:
+    if split_by == "files" and len(files) == 1:
+        raise VQTError(f"{files[0]}: data.split_by=files needs 2 or more files; use 'frames' for one")
+    if split_by == "frames" or (split_by == "auto" and (len(files) == 1 or not path)):
         videos = [_frames_of_split(_decoded_once(file, size, fps), split) for file in files]
     else:
         chosen = [
