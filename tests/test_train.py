@@ -194,8 +194,9 @@ def test_warmup_is_at_most_a_tenth_of_a_run_cut_short(tmp_path):
 
 
 def test_codebook_ema_follows_a_short_run(tmp_path):
-    """Under a cosine schedule the codebook EMA averages over at most a fifth of the run (decay at least
-    0.8), in every stage of a residual quantizer; a long run and a constant schedule keep the recipe's."""
+    """Under a cosine schedule the codebook EMA averages over at most a fifth of the run and the dead-code
+    usage over a tenth (decays at least 0.8), in every stage of a residual quantizer; a long run and a
+    constant schedule keep the recipe's."""
     from vqtoolkit.config import load_recipe
     from vqtoolkit.train.loop import Trainer
 
@@ -215,3 +216,14 @@ def test_codebook_ema_follows_a_short_run(tmp_path):
     )
     assert decays("image_vqvae", "train.max_steps=10", "optim.schedule=constant") == [0.99]
     assert decays("speech_vqvae", "train.max_steps=50", "data.path=", "data.eval_path=") == [0.9] * 4
+
+    def usage_decays(steps: int) -> list[float]:  # the dead-code usage average: a tenth of the run
+        recipe = load_recipe(
+            ROOT / "recipes" / "speech_vqvae.yaml",
+            [f"train.out_dir={tmp_path}", f"train.max_steps={steps}", "data.path=", "data.eval_path="],
+        )
+        layers = Trainer(recipe, overwrite=True).model.bottleneck.layers
+        return [round(layer.usage_decay, 6) for layer in layers]
+
+    assert usage_decays(50) == [0.8] * 4 and usage_decays(100) == [0.9] * 4
+    assert usage_decays(36000) == [0.95] * 4  # as the recipe says, for the shipped model's run

@@ -24,16 +24,16 @@ _DISTANCE_CHUNK_FLOATS = {"cpu": 2**22, "cuda": 2**26}
 # cache (measured: 2,048 rows at K = 512 and 1,024, 512 at K = 8,192, benchmarks/quantizer.py)
 _CHUNK_ROWS = {"cpu": 2048}
 # under a run of fixed length, the codebook EMA's horizon 1 / (1 - decay) is at most the run's length over
-# EMA_RUN_PARTS, and its decay at least MIN_DECAY (see run_decay)
-EMA_RUN_PARTS, MIN_DECAY = 5, 0.8
+# EMA_RUN_PARTS, the usage average's at most over USAGE_RUN_PARTS, and either decay at least MIN_DECAY
+EMA_RUN_PARTS, USAGE_RUN_PARTS, MIN_DECAY = 5, 10, 0.8
 
 
-def run_decay(decay: float, steps: int) -> float:
-    """An EMA codebook's `decay` for a run of `steps` steps. The EMA averages over about 1 / (1 - decay)
-    steps (100 at 0.99): over a whole short run it could not follow the encoder's moving latents, and the
-    codes that lag behind go unused on new data. So it averages over at most a fifth of the run, and over
-    5 steps at the least."""
-    return min(decay, max(MIN_DECAY, 1 - EMA_RUN_PARTS / steps))
+def run_decay(decay: float, steps: int, parts: int = EMA_RUN_PARTS) -> float:
+    """An EMA's `decay` for a run of `steps` steps, so that it averages over at most 1 / `parts` of the
+    run, and over 5 steps at the least. An EMA averages over about 1 / (1 - decay) steps (100 at 0.99):
+    over a whole short run a codebook's could not follow the encoder's moving latents, and the codes that
+    lag behind go unused on new data; a usage average that long would find codes that die only late."""
+    return min(decay, max(MIN_DECAY, 1 - parts / steps))
 
 
 def _distributed() -> bool:
@@ -196,7 +196,8 @@ class VectorQuantizer(Bottleneck):
         dead_code_steps: re-seed codes unused for this many consecutive training steps (0 = off).
         dead_code_threshold: re-seed, every step, the codes whose usage (their share of the rows, averaged
             by an EMA of decay `usage_decay`) is below this fraction of a uniform share 1 / K (0 = off).
-        usage_decay: the decay of that usage average (0.9: about the last 10 steps).
+        usage_decay: the decay of that usage average (0.9: about the last 10 steps); the trainer lowers
+            it for a short run, to a tenth of the run (see `fit_to_run`).
         restart_pool: recent latents kept to re-seed dead codes from (0 = twice the codebook): a quarter
             of it is renewed from each training batch, so a small batch still gives varied new codes.
         chunk_size: rows per distance chunk (0 = automatic: rows * K below 2**22 floats, 2**26 on CUDA).
@@ -281,8 +282,10 @@ class VectorQuantizer(Bottleneck):
         return [self.codebook_size]
 
     def fit_to_run(self, steps: int) -> dict[str, float]:
-        decay, self.decay = self.decay, run_decay(self.decay, steps)
-        return {"decay": self.decay} if self.decay != decay else {}
+        before = {"decay": self.decay, "usage_decay": self.usage_decay}
+        self.decay = run_decay(self.decay, steps)
+        self.usage_decay = run_decay(self.usage_decay, steps, USAGE_RUN_PARTS)
+        return {key: getattr(self, key) for key, value in before.items() if getattr(self, key) != value}
 
     # --- nearest neighbour -------------------------------------------------------------------------------
 
