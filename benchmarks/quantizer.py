@@ -20,7 +20,9 @@ reused block, then each chunk's row minimum (torch.min with indices), so no N x 
 The ||e||^2 bias rides in the GEMM (rows [x, 1] times [-2e, ||e||^2], laid out before the clock starts,
 which no quantizer step gets for free); it is timed at three chunk sizes (blocks of 2^20, 2^22 and
 2^24 floats) and with the augmented codebook stored both ways round (the GEMM reads it as (D + 1) x K
-or as the transpose of K x (D + 1)), and the fastest of the six counts. A whole training step cannot
+or as the transpose of K x (D + 1)), and, at the same three sizes, as a search on the channel-first
+latents themselves (one GEMM per example, its (D, G) matrix read transposed, the bias added by addmm);
+the fastest of the nine counts. A whole training step cannot
 be faster than it; a step that seems to be means the floor is wrong. The unchunked product alone
 (`gemm`) is printed beside it.
 
@@ -167,11 +169,42 @@ def speed(codebook_size: int, batch: int, warmup: int, repeats: int, device: str
 
         return search
 
+    columns = latents.view(batch, DIM, -1)  # channel-first latents as they lie: (B, D, G)
+    weights, norms = -2 * codebook.t(), squared_norms
+
+    def in_place_search(block_floats: int):
+        """The chunked search on the channel-first latents themselves: per example (or part of one, for a
+        small block) a GEMM of its (D, G) matrix read transposed, the ||e||^2 bias added by the GEMM
+        (addmm), no copy into rows."""
+        grid = columns.shape[2]
+        block_rows = max(1, block_floats // codebook_size)
+        span = min(grid, block_rows)  # cells of one example per GEMM
+        per_block = max(1, block_rows // grid) if span == grid else 1  # examples per block
+        block = rows.new_empty(per_block * span, codebook_size)
+        minimum = rows.new_empty(per_block * span)
+
+        @torch.no_grad()
+        def search() -> torch.Tensor:
+            codes = torch.empty(batch, grid, dtype=torch.long, device=rows.device)
+            for first in range(0, batch, per_block):
+                last = min(first + per_block, batch)
+                for start in range(0, grid, span):
+                    for example in range(first, last):
+                        part = block[(example - first) * span : (example - first + 1) * span]
+                        torch.addmm(norms, columns[example, :, start : start + span].t(), weights, out=part)
+                    used = (last - first) * span
+                    out = codes[first:last, start : start + span]  # contiguous: whole rows, or part of one
+                    torch.min(block[:used], dim=1, out=(minimum[:used], out.view(-1)))
+            return codes.view(-1)
+
+        return search
+
     floors = {
         f"floor_{exponent}_{layout}": chunked_search(2**exponent, matrix)
         for exponent in (20, 22, 24)
         for layout, matrix in layouts.items()
     }
+    floors |= {f"floor_{exponent}_in_place": in_place_search(2**exponent) for exponent in (20, 22, 24)}
 
     @torch.no_grad()
     def gemm() -> torch.Tensor:
@@ -182,6 +215,7 @@ def speed(codebook_size: int, batch: int, warmup: int, repeats: int, device: str
         return pair["ours"]._nearest(_latent_rows(latents), pair["ours"].codebook)
 
     floor_codes = floors["floor_22_nn"]()
+    assert torch.equal(floors["floor_22_in_place"](), floor_codes)
     runs = {side: (lambda side=side, vq=vq: step(side, vq, latents)) for side, vq in pair.items()}
     runs |= {**floors, "gemm": gemm, "search": search}
     for _ in range(warmup):
