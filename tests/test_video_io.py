@@ -297,6 +297,11 @@ def test_folder_dataset_splits_and_errors(tmp_path):
         video_dataset(str(tmp_path / "a.mp4"), "train", 3, split_by="files")
     with pytest.raises(VQTError, match="data.split_by must be 'auto', 'files' or 'frames', got 'scenes'"):
         video_dataset(str(tmp_path), "train", 3, split_by="scenes")
+    (tmp_path / "mixed").mkdir()
+    encode(tmp_path / "mixed" / "a.mp4", "libx264", pattern(10, 32, 48), 25)
+    encode(tmp_path / "mixed" / "b.mp4", "libx264", pattern(10, 16, 16), 25)
+    with pytest.raises(VQTError, match=r"b.mp4: video is 16x16 \(HxW\) but a.mp4 is 32x48; set data.size"):
+        video_dataset(str(tmp_path / "mixed"), "train", 3, frames=2, size=[], split_by="frames")
     with pytest.raises(VQTError, match="no clip of data.frames=11"):
         video_dataset(str(tmp_path), "train", 3, frames=11)
     (tmp_path / "empty").mkdir()

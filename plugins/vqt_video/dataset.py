@@ -84,17 +84,17 @@ def video_dataset(
     files = video_files(Path(path).expanduser()) if path else list(SAMPLE_FILES)
     if split_by == "files" and len(files) == 1:
         raise VQTError(f"{files[0]}: data.split_by=files needs 2 or more files; use 'frames' for one")
-    if split_by == "frames" or (split_by == "auto" and (len(files) == 1 or not path)):
-        videos = [_frames_of_split(_decoded_once(file, size, fps), split) for file in files]
+    by_frames = split_by == "frames" or (split_by == "auto" and (len(files) == 1 or not path))
+    chosen = files if by_frames else [
+        file for index, file in enumerate(files) if is_held_out(index, len(files)) == (split == "test")
+    ]  # fmt: skip
+    quiet = len(chosen) <= PROGRESS_ABOVE
+    progress = tqdm(chosen, desc=f"decoding {split} video", unit="file", disable=quiet)
+    if by_frames:
+        videos = [_frames_of_split(_decoded_once(file, size, fps), split) for file in progress]
     else:
-        chosen = [
-            file for index, file in enumerate(files) if is_held_out(index, len(files)) == (split == "test")
-        ]
-        progress = tqdm(
-            chosen, desc=f"decoding {split} video", unit="file", disable=len(chosen) <= PROGRESS_ABOVE
-        )
         videos = [read_video_uint8(file, size, fps)[0] for file in progress]
-        _check_uniform_size(videos, chosen)
+    _check_uniform_size(videos, chosen)
     dataset = VideoDataset(videos, frames, hop or frames)
     if len(dataset) == 0:
         longest = max(video.shape[1] for video in videos)
