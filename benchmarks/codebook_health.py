@@ -23,9 +23,10 @@ from pathlib import Path
 
 import torch
 from peers import machine
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from vqtoolkit.config import load_recipe
+from vqtoolkit.train.data import eval_loader
 from vqtoolkit.train.evaluate import evaluate
 from vqtoolkit.train.loop import Trainer
 
@@ -33,6 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "data" / "speech"
 RECIPES = ("image_vqvae", "video_vqvae", "speech_vqvae_paper", "speech_vqvae")
 GOAL = 0.9
+
+
+def least_used_stage(results: dict) -> float:
+    """The used fraction of the least-used codebook (of the only one for a single quantizer)."""
+    stages = [v for k, v in results.items() if k.startswith("codebook_used_fraction/")]
+    return min(stages, default=results["codebook_used_fraction"])
 
 
 def health(recipe_name: str, steps: int, folder: Path, extra: list[str], train_usage: bool) -> dict:
@@ -47,25 +54,21 @@ def health(recipe_name: str, steps: int, folder: Path, extra: list[str], train_u
     started = time.perf_counter()
     trainer = Trainer(load_recipe(ROOT / "recipes" / f"{recipe_name}.yaml", overrides + extra))
     results = trainer.fit()
-    stages = sorted(k for k in results if k.startswith("codebook_used_fraction/"))
     seen = {}
     if train_usage:
         train_set = trainer.train_set
         picks = torch.linspace(0, len(train_set) - 1, results["examples"]).long().unique().tolist()
-        loader = DataLoader(Subset(train_set, picks), batch_size=16)
-        usage = evaluate(trainer.model, loader, {}, trainer.device)
+        usage = evaluate(trainer.model, eval_loader(Subset(train_set, picks), 16), {}, trainer.device)
         seen = {
             "train_used_fraction": usage["codebook_used_fraction"],
-            "train_least_used_stage": min(
-                (usage[k] for k in stages), default=usage["codebook_used_fraction"]
-            ),
+            "train_least_used_stage": least_used_stage(usage),
             "train_examples": usage["examples"],
         }
     return {
         "recipe": recipe_name,
         "steps": steps,
         "used_fraction": results["codebook_used_fraction"],
-        "least_used_stage": min((results[k] for k in stages), default=results["codebook_used_fraction"]),
+        "least_used_stage": least_used_stage(results),
         "perplexity": results["codebook_perplexity"],
         "held_out_examples": results["examples"],
         **seen,
