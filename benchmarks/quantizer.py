@@ -31,6 +31,11 @@ quantizer's loss) of ours
 against the peer's FSQ (levels 8, 5, 5, 5) and LFQ (10 bits, entropy weight 0.1), both projecting the
 D = 64 latents to their channels and back.
 
+The process keeps freed memory for the next step as `vqt train` does
+(vqtoolkit/memory.py::keep_freed_memory), for ours, the peer and the floor alike; --system-malloc
+(VQT_SYSTEM_MALLOC=1) times them with glibc's own settings instead, under which a step that frees and
+allocates N x D tensors faults their pages in again.
+
 Peak memory: each side runs one step in a fresh process, capped at --memory-cap-gb of address space so
 that the peer's N x K matrices cannot exhaust the machine; the figure is the peak resident memory during
 the step above the resident memory just before it (the kernel's high-water mark, reset before the step)
@@ -56,7 +61,7 @@ import torch
 from einops import rearrange
 from peers import PEER, machine
 
-from vqtoolkit.memory import peak_kib, restart_peak
+from vqtoolkit.memory import SYSTEM_MALLOC_ENV, keep_freed_memory, peak_kib, restart_peak
 from vqtoolkit.nn.quantize import VectorQuantizer, _latent_rows
 
 DIM, DECAY, BETA = 64, 0.99, 0.25
@@ -376,8 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of our step")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--json", type=Path, help="write all results to this JSON file")
+    parser.add_argument("--system-malloc", action="store_true", help="glibc's settings, not vqt train's")
     parser.add_argument("--memory-child", choices=["ours", "peer"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.system_malloc:  # the memory children inherit it
+        os.environ[SYSTEM_MALLOC_ENV] = "1"
+    kept_memory = keep_freed_memory()
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -454,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         f"quantizer fwd+bwd+EMA: {speedup:.2f}x vs {PEER} (slowest K), {to_floor:.2f}x the floor's time, "
         f"codes identical {identical}, peak memory {mem_text} the peer's at K={mem['codebook_size']} "
         f"(K={ks}, D={DIM}, N={results[0]['rows']}, {threads} threads, "
-        f"load {os.getloadavg()[0]:.1f}, {device})"
+        f"load {os.getloadavg()[0]:.1f}, {device}, freed memory {'kept' if kept_memory else 'returned'})"
     )
     if args.json:
         report = {
@@ -468,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             "scalar": scalar,
             "memory": mem,
             "settings": {"dim": DIM, "decay": DECAY, "beta": BETA, "warmup": warmup, "repeats": repeats},
+            "freed_memory_kept": kept_memory,
             "load_average": os.getloadavg(),
             "machine": machine(device),
         }

@@ -9,7 +9,7 @@ import sys
 import click
 
 from vqtoolkit.errors import VQTError, one_line
-from vqtoolkit.memory import fix_mmap_threshold
+from vqtoolkit.memory import fix_mmap_threshold, keep_freed_memory
 
 
 class Group(click.Group):
@@ -163,6 +163,7 @@ def train(recipe, overrides, resume_dir, nproc, overwrite):
     from vqtoolkit.train.loop import refuse_existing_run
     from vqtoolkit.train.signals import Interrupted
 
+    keep_freed_memory()  # every step allocates what the last one freed (see vqtoolkit/memory.py)
     passed_on = [*(["--resume", resume_dir] if resume_dir else []), *(["--overwrite"] if overwrite else [])]
     passed_on += [*([recipe] if recipe else []), *overrides]
     if not recipe and not resume_dir:
@@ -221,6 +222,7 @@ def eval_command(run_dir, data_path, batches):
     """
     from vqtoolkit.api import evaluate_run
 
+    keep_freed_memory()
     results, model = evaluate_run(run_dir, data_path, batches)
     click.echo(json.dumps(results, indent=2))
     if model is not None:
