@@ -4,10 +4,11 @@ vqtoolkit/memory.py::keep_freed_memory) against glibc's own settings (VQT_SYSTEM
     python benchmarks/allocator.py                          # image and speech recipes, 100 steps, 2 rounds
     python benchmarks/allocator.py --recipes image_vqvae --steps 50 --rounds 3 --json allocator.json
 
-Each run is a fresh `vqt train RECIPE train.max_steps=STEPS` process; the two settings alternate,
-round by round. Reported per run: the trainer's own `train_seconds` (the steps alone, no data loading
-or evaluation), the page faults and the peak resident memory of the whole process (os.wait4), and the
-load average when it ended. Medians over the rounds. Run on an otherwise idle machine.
+Each run is a fresh `vqt train RECIPE train.max_steps=STEPS` process; the two settings alternate, in
+the opposite order every other round. Reported per run: the trainer's own `train_seconds` (the steps
+alone, no data loading or evaluation), the page faults and the peak resident memory of the whole
+process (os.wait4), and the load average when it ended. Medians over the rounds.
+Run on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         for recipe in args.recipes.split(","):
             runs = {name: [] for name in SETTINGS}
             for round_number in range(args.rounds):
-                for name, env in SETTINGS.items():
+                order = list(SETTINGS.items())
+                for name, env in order[::-1] if round_number % 2 else order:  # kept first, then system first
                     run = train_run(recipe, args.steps, args.threads, env, Path(scratch) / name)
                     runs[name].append(run)
                     print(f"{recipe} round {round_number + 1} {name}: {run}", file=sys.stderr, flush=True)

@@ -13,7 +13,8 @@ backward pass from a fixed upstream gradient of z_q (a normal draw, what a decod
 the quantizer's own loss: the quantizer's work alone, no stand-in decoder loss whose backward the floor
 does not pay either. Ours, the peer's and the floor run interleaved
 after a warm-up; medians of the repeats. The first step of each must give identical codes (same codebook,
-same inputs, before any EMA update); the codebooks after that step are compared too.
+same inputs, before any EMA update); the codebooks after that step are compared too. Each timed step's page
+faults are counted as well (the table gives ours, the mean per step).
 
 The floor is the fastest exact nearest-code search we can write: one GEMM per chunk of rows into one
 reused block, then each chunk's row minimum (torch.min with indices), so no N x K matrix is ever held.
@@ -226,10 +227,12 @@ def speed(codebook_size: int, batch: int, warmup: int, repeats: int, device: str
     for _ in range(warmup):
         for run in runs.values():
             run()
-    times = {name: [] for name in runs}
+    times, faults = {name: [] for name in runs}, {name: [] for name in runs}
     for _ in range(repeats):  # interleaved: ours, peer, floor, gemm, search, ours, ...
         for name, run in runs.items():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             times[name].append(timed(run, device))
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
     ms["floor"] = min(ms[name] for name in floors)
     return {
@@ -244,6 +247,7 @@ def speed(codebook_size: int, batch: int, warmup: int, repeats: int, device: str
         "codes_identical_to_floor": torch.equal(codes["ours"], floor_codes),
         "codebook_max_diff_after_ema": (after["ours"] - after["peer"]).abs().max().item(),
         "times_ms": {name: [1000 * t for t in values] for name, values in times.items()},
+        "page_faults_per_step": {name: statistics.mean(values) for name, values in faults.items()},
     }
 
 
@@ -418,13 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"{'K':>6} {'ours ms':>9} {'search':>8} {'peer ms':>9} {'floor ms':>9} {'gemm ms':>9} {'speedup':>8}"
     )
-    print(header + f" {'/floor':>7} {'codes identical':>16}")
+    print(header + f" {'/floor':>7} {'codes identical':>16} {'faults/step':>12}")
     for r in results:
         print(
             f"{r['codebook_size']:>6} {r['ours_ms']:>9.1f} {r['search_ms']:>8.1f} {r['peer_ms']:>9.1f} "
             f"{r['floor_ms']:>9.1f} "
             f"{r['gemm_ms']:>9.1f} {r['speedup_vs_peer']:>7.2f}x {r['ratio_to_floor']:>6.2f}x "
-            f"{str(r['codes_identical']):>16}"
+            f"{str(r['codes_identical']):>16} {r['page_faults_per_step']['ours']:>12,.0f}"
         )
     for r in scalar:
         print(
