@@ -24,8 +24,10 @@ from pathlib import Path
 
 from peers import machine
 
+from vqtoolkit.memory import SYSTEM_MALLOC_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = {"kept": {}, "system": {"VQT_SYSTEM_MALLOC": "1"}}
+SETTINGS = {"kept": {}, "system": {SYSTEM_MALLOC_ENV: "1"}}
 
 
 def train_run(recipe: str, steps: int, threads: int, env: dict, out_dir: Path) -> dict:

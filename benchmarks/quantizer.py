@@ -34,8 +34,9 @@ D = 64 latents to their channels and back.
 
 The process keeps freed memory for the next step as `vqt train` does
 (vqtoolkit/memory.py::keep_freed_memory), for ours, the peer and the floor alike; --system-malloc
-(VQT_SYSTEM_MALLOC=1) times them with glibc's own settings instead, under which a step that frees and
-allocates N x D tensors faults their pages in again.
+(VQT_SYSTEM_MALLOC=1) times them with glibc's own settings instead. The page-fault counts show
+whether the setting changes a step's memory traffic (in this process the peer's large blocks raise
+glibc's own threshold early, so our step faults little under either).
 
 Peak memory: each side runs one step in a fresh process, capped at --memory-cap-gb of address space so
 that the peer's N x K matrices cannot exhaust the machine; the figure is the peak resident memory during

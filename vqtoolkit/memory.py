@@ -46,7 +46,7 @@ def keep_freed_memory() -> bool:
     unmapped when freed, and hands the heap's free top back above twice that, so the next step faults
     the pages in again and the kernel zeroes them; on a virtual machine each 4 KiB fault costs
     microseconds. Here blocks up to 32 MB come from the heap and its top is kept (up to 2 GB): the
-    image recipe's steps fault a tenth as often and run faster, the speech recipe's as fast
+    image recipe's training process faults a ninth as often and steps faster, the speech recipe's as fast
     (`benchmarks/allocator.py`), and `benchmarks/quantizer.py` times the quantizer under it. Blocks
     over 32 MB (a corpus read at the start) keep their own mmap. VQT_SYSTEM_MALLOC=1 leaves glibc's
     settings alone. Returns whether they were set."""
