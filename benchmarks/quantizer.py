@@ -11,13 +11,13 @@ Laplace smoothing 1e-5, plain straight-through (the peer's rotation trick off), 
 replacement, train mode. A step is the forward pass (which makes the EMA update, in both), then the
 backward pass from a fixed upstream gradient of z_q (a normal draw, what a decoder would send back) plus
 the quantizer's own loss: the quantizer's work alone, no stand-in decoder loss whose backward the floor
-does not pay either. After a warm-up, ours, the floor, our search alone, the bare GEMM and the peer run
-interleaved in that order, 21 rounds up to K = 1,024 and 7 above (a round of the peer there takes half a
-minute); each time is the median of its rounds, and step / floor and the speed-up over the peer are
-medians of the per-round ratios, so that the machine's drift between rounds cancels. The first step of
-each must give identical codes (same codebook, same inputs, before any EMA update); the codebooks after
-that step are compared too. Each timed step's page faults are counted as well (the table gives ours, the
-mean per step).
+does not pay either. After a warm-up, ours, the nine floors, our search alone, the bare GEMM and the
+peer run interleaved in that order, 21 rounds (the peer in every third above K = 1,024, where its step
+takes 20 s or more); each time is the median of its rounds, and step / floor and the speed-up over the
+peer are medians of the per-round ratios, so that the machine's drift between rounds cancels. The first
+step of each must give identical codes (same codebook, same inputs, before any EMA update); the
+codebooks after that step are compared too. Each timed step's page faults are counted as well (the
+table gives ours, the mean per step).
 
 The floor is the fastest exact nearest-code search we can write: one GEMM per chunk of rows into one
 reused block, then each chunk's row minimum (torch.min with indices), so no N x K matrix is ever held.
@@ -26,10 +26,10 @@ which no quantizer step gets for free); it is timed at three chunk sizes (blocks
 2^24 floats) and with the augmented codebook stored both ways round (the GEMM reads it as (D + 1) x K
 or as the transpose of K x (D + 1)), and, at the same three sizes, as a search on the channel-first
 latents themselves (one GEMM per example, its (D, G) matrix read transposed, the bias added by addmm).
-The fastest of the nine over 3 rounds of their own is the floor, then timed afresh in the rounds beside
-our step: the least of nine noisy medians would lie below the true floor by the noise alone. A whole
-training step cannot be faster than it; a step that seems to be means the floor is wrong. The unchunked
-product alone (`gemm`) is printed beside it.
+The fastest of the nine medians is the floor. Picking the least of nine noisy medians errs low, never
+high, so the ratio errs against our step; timed in every round, the nine variants' medians have noise of
+a few percent each. A whole training step cannot be faster than the floor; a step that seems to be
+means the floor is wrong. The unchunked product alone (`gemm`) is printed beside it.
 
 FSQ and LFQ: one training step (forward, and backward from the same kind of upstream gradient plus the
 quantizer's loss) of ours
@@ -149,17 +149,7 @@ def timed(fn, device: str) -> float:
     return time.perf_counter() - start
 
 
-def fastest(candidates: dict, rounds: int, device: str) -> str:
-    """The candidate with the lowest median over `rounds` interleaved rounds. Chosen apart from the timed
-    rounds: the least of nine noisy medians would sit below the true floor by the noise alone."""
-    times = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, run in candidates.items():
-            times[name].append(timed(run, device))
-    return min(times, key=lambda name: statistics.median(times[name]))
-
-
-def speed(codebook_size: int, batch: int, warmup: int, selection: int, repeats: int, device: str) -> dict:
+def speed(codebook_size: int, batch: int, warmup: int, repeats: int, peer_every: int, device: str) -> dict:
     generator = torch.Generator().manual_seed(codebook_size)
     codebook = torch.randn(codebook_size, DIM, generator=generator).to(device)
     latents = torch.randn(batch, DIM, *GRID, generator=generator).to(device)
@@ -237,29 +227,25 @@ def speed(codebook_size: int, batch: int, warmup: int, selection: int, repeats: 
 
     floor_codes = floors["floor_22_nn"]()
     assert torch.equal(floors["floor_22_in_place"](), floor_codes)
-    runs = {side: (lambda side=side, vq=vq: step(side, vq, latents)) for side, vq in pair.items()}
+    steps = {side: (lambda side=side, vq=vq: step(side, vq, latents)) for side, vq in pair.items()}
+    runs = {"ours": steps["ours"], **floors, "search": search, "gemm": gemm, "peer": steps["peer"]}
     for _ in range(warmup):
-        for run in [*runs.values(), *floors.values(), search, gemm]:
+        for run in runs.values():
             run()
-    floor_name = fastest(floors, selection, device)
-    # interleaved, ours beside the floor: ours, floor, search, gemm, peer, ours, ...
-    runs = {
-        "ours": runs["ours"],
-        "floor": floors[floor_name],
-        "search": search,
-        "gemm": gemm,
-        "peer": runs["peer"],
-    }
     times, faults = {name: [] for name in runs}, {name: [] for name in runs}
-    for _ in range(repeats):
+    for index in range(repeats):  # interleaved: ours, the nine floors, search, gemm, the peer, ours, ...
         for name, run in runs.items():
+            if name == "peer" and index % peer_every:
+                continue
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             times[name].append(timed(run, device))
             faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
+    floor_name = min(floors, key=lambda name: ms[name])
+    ms["floor"] = ms[floor_name]
     # per round, so that the machine's drift between rounds cancels
-    to_floor = [ours / floor for ours, floor in zip(times["ours"], times["floor"], strict=True)]
-    vs_peer = [peer / ours for ours, peer in zip(times["ours"], times["peer"], strict=True)]
+    to_floor = [ours / floor for ours, floor in zip(times["ours"], times[floor_name], strict=True)]
+    vs_peer = [peer / ours for ours, peer in zip(times["ours"][::peer_every], times["peer"], strict=True)]
     return {
         "codebook_size": codebook_size,
         "rows": latents.numel() // DIM,
@@ -404,9 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", help="codebook sizes K (default 512 1024 8192)")
     parser.add_argument("--batch", type=int, default=64, help="latents (batch, 64, 32, 32): N = batch * 1024")
     parser.add_argument(
-        "--repeats",
-        type=int,
-        help="timed rounds per K (default 21 up to K = 1,024, where a round takes about a second, 7 above)",
+        "--repeats", type=int, default=21, help="timed rounds per K (the peer's: a third of them above 1,024)"
     )
     parser.add_argument("--memory-size", type=int, default=65536, help="K for the peak-memory test")
     parser.add_argument("--memory-batch", type=int, help="batch for the memory test (default 4: N = 4,096)")
@@ -437,23 +421,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         for size in sizes:
             profile(size, args.batch, device)
-    warmup, selection = (1, 2) if args.quick else (2, 3)
+    warmup, repeats = (1, 3) if args.quick else (2, args.repeats)
 
-    def repeats_at(size: int) -> int:
-        if args.quick:
-            return 3
-        return args.repeats or (21 if size <= 1024 else 7)
+    def peer_every(size: int) -> int:  # a step of the peer takes 20 s or more above K = 1,024
+        return 1 if args.quick or size <= 1024 else 3
 
     results = []
     for size in sizes:
+        peer_rounds = len(range(0, repeats, peer_every(size)))
         print(
-            f"K={size}: timing ours, {PEER} and the floor ({repeats_at(size)} repeats)",
-            file=sys.stderr,
-            flush=True,
+            f"K={size}: timing ours and the floor ({repeats} rounds), {PEER} ({peer_rounds})", file=sys.stderr
         )
-        results.append(speed(size, args.batch, warmup, selection, repeats_at(size), device))
-    repeats = repeats_at(min(sizes))
-    print(f"FSQ and LFQ steps: ours and {PEER} ({repeats} repeats)", file=sys.stderr, flush=True)
+        results.append(speed(size, args.batch, warmup, repeats, peer_every(size), device))
+    print(f"FSQ and LFQ steps: ours and {PEER} ({repeats} rounds)", file=sys.stderr, flush=True)
     scalar = scalar_speed(args.batch, warmup, repeats, device)
     memory_batch = args.memory_batch or (2 if args.quick else 4)
     print(f"K={args.memory_size}: peak memory, one process per side", file=sys.stderr, flush=True)
@@ -527,8 +507,8 @@ def main(argv: list[str] | None = None) -> int:
                 "decay": DECAY,
                 "beta": BETA,
                 "warmup": warmup,
-                "selection_rounds": selection,
-                "repeats": {r["codebook_size"]: repeats_at(r["codebook_size"]) for r in results},
+                "repeats": repeats,
+                "peer_rounds": {r["codebook_size"]: len(r["times_ms"]["peer"]) for r in results},
             },
             "freed_memory_kept": kept_memory,
             "load_average": os.getloadavg(),
